@@ -1,0 +1,363 @@
+"""`mcp-token-broker`: the headless command line.
+
+Every failure is one line on stderr and a non-zero exit status (2 usage,
+3 local storage, 4 login flow, 5 remote server, 1 anything else); never a
+traceback unless MCP_TOKEN_BROKER_DEBUG=1.
+
+Heavy modules (httpx, keyring, cryptography) are imported inside the
+commands, so `--help` and `--version` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from . import __version__
+
+if TYPE_CHECKING:
+    from .engine import Engine, FlowEvent
+
+__all__ = ["main", "build_parser"]
+
+PROG = "mcp-token-broker"
+DEBUG_ENV = "MCP_TOKEN_BROKER_DEBUG"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Connect once to OAuth-protected MCP servers and keep their tokens encrypted, fresh and at hand.",
+        epilog="Start with: mcp-token-broker add NAME URL, then mcp-token-broker connect NAME.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument(
+        "--key-file",
+        metavar="PATH",
+        help="keep the vault key in this 0600 file instead of the OS keyring "
+        "(also MCP_TOKEN_BROKER_KEY_FILE); less safe, for machines without a Secret Service",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log protocol steps to stderr (never secrets)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("add", help="add an MCP server and show what discovery found")
+    p.add_argument("name", help="a short name: a-z, 0-9, '.', '_', '-'")
+    p.add_argument("url", help="the MCP server URL, e.g. https://mcp.example.com/mcp")
+    p.add_argument("--scope", action="append", default=[], metavar="S", help="a scope to request (repeatable)")
+    p.add_argument("--client-id", metavar="ID", help="a client id you registered with the provider")
+    p.add_argument(
+        "--client-secret-stdin", action="store_true", help="read that client's secret from standard input"
+    )
+    p.add_argument(
+        "--client-metadata-url", metavar="URL", help="your https client ID metadata document, if you host one"
+    )
+    p.add_argument("--redirect-port", type=int, metavar="N", help="a fixed loopback redirect port (pre-registered clients)")
+    p.add_argument("--redirect-path", default="/callback", metavar="PATH", help="the redirect path (default /callback)")
+    p.add_argument(
+        "--no-resource",
+        action="store_true",
+        help="leave out the RFC 8707 resource parameter, for servers that reject it",
+    )
+
+    p = sub.add_parser("connect", help="log in through the browser and store the tokens")
+    p.add_argument("name")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--no-browser", action="store_true", help="print the login URL instead of opening a browser")
+    mode.add_argument(
+        "--paste", action="store_true", help="print the URL, then paste back the address the browser ended on"
+    )
+    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS", help="give up after this long (300)")
+
+    p = sub.add_parser("list", help="list connections with status, scopes and expiry")
+    p.add_argument("--json", action="store_true", help='print {"connections": [...]}')
+
+    p = sub.add_parser("show", help="show one connection in full (never a secret)")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("token", help="print a current access token, refreshing it first if needed")
+    p.add_argument("name")
+    p.add_argument(
+        "--min-ttl", type=int, default=60, metavar="SECONDS", help="refresh if the token expires sooner (60)"
+    )
+
+    p = sub.add_parser("disconnect", help="revoke the tokens at the server and forget them")
+    p.add_argument("name")
+
+    p = sub.add_parser("remove", help="forget a connection (revoking its tokens first)")
+    p.add_argument("name")
+    return parser
+
+
+# -- plumbing -----------------------------------------------------------------
+
+
+def _engine(args: argparse.Namespace, *, flow_timeout: float = 300.0) -> tuple[Engine, Any]:
+    from .engine import Engine
+    from .paths import Paths
+    from .store import Store
+    from .transport import Transport
+
+    key_file = args.key_file or os.environ.get("MCP_TOKEN_BROKER_KEY_FILE")
+
+    def keystore() -> Any:
+        if key_file:
+            from .keystore import FileKeyStore
+
+            return FileKeyStore(key_file)
+        from .keystore import KeyringKeyStore
+
+        return KeyringKeyStore()
+
+    transport = Transport()
+    return Engine(Store(Paths.default(), keystore), transport, flow_timeout=flow_timeout), transport
+
+
+async def _with_engine(args: argparse.Namespace, fn: Any, **kw: Any) -> Any:
+    engine, transport = _engine(args, **kw)
+    try:
+        return await fn(engine)
+    finally:
+        await transport.aclose()
+
+
+def _err(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def _fmt_time_left(expires_at: int | None, now: float) -> str:
+    if expires_at is None:
+        return "no expiry"
+    left = int(expires_at - now)
+    if left <= 0:
+        return "expired"
+    if left < 120:
+        return f"in {left}s"
+    if left < 7200:
+        return f"in {left // 60}m"
+    if left < 2 * 86400:
+        return f"in {left // 3600}h"
+    return f"in {left // 86400}d"
+
+
+def _read_line_in_thread() -> asyncio.Future[str]:
+    """stdin.readline in a daemon thread, so a pending read never blocks exit."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[str] = loop.create_future()
+
+    def run() -> None:
+        line = sys.stdin.readline()
+        loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(line))
+
+    threading.Thread(target=run, name="read-paste", daemon=True).start()
+    return fut
+
+
+# -- commands -----------------------------------------------------------------
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    from .secret import Secret
+
+    secret = None
+    if args.client_secret_stdin:
+        if not args.client_id:
+            _err("--client-secret-stdin needs --client-id")
+            return 2
+        line = sys.stdin.readline().strip()
+        if not line:
+            _err("no client secret on standard input")
+            return 2
+        secret = Secret(line)
+
+    async def run(engine: Engine) -> Any:
+        return await engine.add(
+            args.name,
+            args.url,
+            scopes=tuple(args.scope),
+            client_id=args.client_id,
+            client_secret=secret,
+            client_metadata_url=args.client_metadata_url,
+            redirect_port=args.redirect_port,
+            redirect_path=args.redirect_path,
+            use_resource=not args.no_resource,
+        )
+
+    settings = asyncio.run(_with_engine(args, run))
+    d = settings.discovered
+    methods = {
+        "preregistered": "pre-registered client id",
+        "metadata_document": "client ID metadata document",
+        "dynamic": "dynamic client registration (RFC 7591)",
+    }
+    offered = " ".join(d.scopes_offered) if d.scopes_offered else "(not listed)"
+    print(f"Added {settings.name} ({settings.server_url})")
+    print(f"  authorization server: {d.issuer}")
+    print(f"  scopes offered:       {offered}")
+    print(f"  will request:         {' '.join(d.scopes) or '(server default)'}")
+    print(f"  registration:         {methods.get(d.registration_method, d.registration_method)}")
+    print(f"  resource indicator:   {d.resource if settings.use_resource else 'not sent (--no-resource)'}")
+    print(f"Next: {PROG} connect {settings.name}")
+    return 0
+
+
+def cmd_connect(args: argparse.Namespace) -> int:
+    mode = "paste" if args.paste else "no-browser" if args.no_browser else "browser"
+
+    def on_event(event: FlowEvent) -> None:
+        if event.stage == "waiting_for_browser":
+            if mode == "browser":
+                _err("opening your browser to log in; if it does not open, visit:")
+            elif mode == "no-browser":
+                _err("open this URL in a browser on this machine to log in:")
+            else:
+                _err("open this URL in any browser and log in:")
+            print(f"\n  {event.url}\n", file=sys.stderr, flush=True)
+            if mode == "paste":
+                _err("then paste the full address the browser ended on (it may show an error page) and press Enter:")
+        elif event.stage == "browser_failed":
+            _err("no browser could be started; open the URL above yourself")
+        elif event.stage in ("registering", "exchanging"):
+            _err(event.message)
+
+    async def read_pasted() -> str:
+        return await _read_line_in_thread()
+
+    async def run(engine: Engine) -> Any:
+        return await engine.connect(args.name, mode=mode, on_event=on_event, read_pasted_url=read_pasted)
+
+    view = asyncio.run(_with_engine(args, run, flow_timeout=args.timeout))
+    print(
+        f"Connected {view['name']}: scopes {' '.join(view['scopes']) or '(none)'}, "
+        f"expires {_fmt_time_left(view['expires_at'], time.time())}"
+    )
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    engine, transport = _engine(args)
+    rows = engine.list()
+    asyncio.run(transport.aclose())
+    if args.json:
+        print(json.dumps({"connections": rows}, indent=2))
+        return 0
+    if not rows:
+        print(f"No connections yet. Add one with: {PROG} add NAME URL")
+        return 0
+    now = time.time()
+    table = [("NAME", "STATUS", "EXPIRES", "SCOPES", "SERVER")]
+    for r in rows:
+        table.append((r["name"], r["status"], _fmt_time_left(r["expires_at"], now) if r["expires_at"] or r["status"] != "not_connected" else "-", " ".join(r["scopes"]) or "-", r["server_url"]))
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    for row in table:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4])
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    engine, transport = _engine(args)
+    view = engine.show(args.name)
+    asyncio.run(transport.aclose())
+    if args.json:
+        print(json.dumps(view, indent=2))
+        return 0
+    now = time.time()
+    reg = view["registration"]
+    lines = [
+        ("name", view["name"]),
+        ("server", view["server_url"]),
+        ("status", view["status"]),
+        ("issuer", view["issuer"] or "-"),
+        ("resource", view["resource"] if view["send_resource"] else f"{view['resource']} (not sent)"),
+        ("requested scopes", " ".join(view["requested_scopes"]) or "-"),
+        ("granted scopes", " ".join(view["scopes"]) or "-"),
+        (
+            "expires",
+            f"{view['expires_at']} ({_fmt_time_left(view['expires_at'], now)})" if view["expires_at"] else "-",
+        ),
+        ("refresh token", "yes" if view["has_refresh_token"] else "no"),
+        ("registration", reg["method"] or "-"),
+        ("client id", reg["client_id"] or "-"),
+        ("redirect uri", reg["redirect_uri"] or "-"),
+    ]
+    if view["last_error"]:
+        lines.append(("last error", view["last_error"]))
+    width = max(len(k) for k, _ in lines)
+    for key, value in lines:
+        print(f"{key.ljust(width)}  {value}")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    async def run(engine: Engine) -> Any:
+        return await engine.access_token(args.name, min_ttl=args.min_ttl)
+
+    tokens = asyncio.run(_with_engine(args, run))
+    sys.stdout.write(tokens.access_token.reveal() + "\n")
+    return 0
+
+
+def cmd_disconnect(args: argparse.Namespace) -> int:
+    async def run(engine: Engine) -> Any:
+        return await engine.disconnect(args.name)
+
+    warning = asyncio.run(_with_engine(args, run))
+    if warning:
+        _err(f"warning: {warning}")
+    print(f"Disconnected {args.name}")
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    async def run(engine: Engine) -> Any:
+        return await engine.remove(args.name)
+
+    warning = asyncio.run(_with_engine(args, run))
+    if warning:
+        _err(f"warning: {warning}")
+    print(f"Removed {args.name}")
+    return 0
+
+
+COMMANDS = {
+    "add": cmd_add,
+    "connect": cmd_connect,
+    "list": cmd_list,
+    "show": cmd_show,
+    "token": cmd_token,
+    "disconnect": cmd_disconnect,
+    "remove": cmd_remove,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format=f"{PROG}: %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines show full URLs
+    from .errors import BrokerError
+
+    try:
+        return COMMANDS[args.command](args)
+    except BrokerError as exc:
+        _err(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _err("cancelled")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI promises one line, not a traceback
+        if os.environ.get(DEBUG_ENV):
+            raise
+        _err(f"internal error ({type(exc).__name__}); rerun with {DEBUG_ENV}=1 for details")
+        return 1

@@ -1,0 +1,200 @@
+"""The RFC 8252 loopback redirect listener.
+
+Listens on 127.0.0.1 (never 0.0.0.0), answers exactly one path, and ends the
+flow on the first callback that carries the right `state`. Callbacks with a
+wrong `state` are answered with an error page and ignored, so a local web
+page cannot cancel a login by firing forged redirects at the port. HTTP is
+parsed by h11, with a size cap and a timeout per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import html
+from collections.abc import Callable
+from typing import TypeVar
+
+import h11
+
+from .errors import (
+    BadResponse,
+    BrokerError,
+    CallbackRejected,
+    FlowTimeout,
+    OAuthError,
+    RedirectPortUnavailable,
+    StateMismatch,
+)
+from .authorization import callback_params_from_url
+
+__all__ = ["LoopbackListener", "DEFAULT_CALLBACK_PATH"]
+
+DEFAULT_CALLBACK_PATH = "/callback"
+MAX_REQUEST_BYTES = 16 * 1024
+READ_TIMEOUT = 10.0
+
+T = TypeVar("T")
+
+_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>MCP Token Broker</title>
+<style>body{{font:16px system-ui,sans-serif;margin:4em auto;max-width:34em;color:#222}}
+h1{{font-size:1.3em}}.ok{{color:#1a7f37}}.bad{{color:#cf222e}}</style></head>
+<body><h1 class="{cls}">{title}</h1><p>{body}</p></body></html>"""
+
+
+def _page(ok: bool, title: str, body: str) -> bytes:
+    return _PAGE.format(cls="ok" if ok else "bad", title=html.escape(title), body=html.escape(body)).encode()
+
+
+class LoopbackListener:
+    """One-shot receiver for an authorization response.
+
+    `validate` turns the query parameters into a result or raises: a
+    `StateMismatch` is shown and ignored; any other error ends the flow.
+    """
+
+    def __init__(self, *, port: int = 0, path: str = DEFAULT_CALLBACK_PATH, host: str = "127.0.0.1") -> None:
+        if not path.startswith("/"):
+            path = "/" + path
+        self.host = host
+        self.path = path
+        self._requested_port = port
+        self._server: asyncio.base_events.Server | None = None
+        self._future: asyncio.Future[object] | None = None
+        self._validate: Callable[[dict[str, str]], object] | None = None
+        self.rejected = 0
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("listener not started")
+        return self._server.sockets[0].getsockname()[1]
+
+    @property
+    def redirect_uri(self) -> str:
+        return f"http://{self.host}:{self.port}{self.path}"
+
+    async def start(self) -> None:
+        try:
+            self._server = await asyncio.start_server(self._handle, self.host, self._requested_port, reuse_address=False)
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                raise RedirectPortUnavailable(
+                    f"port {self._requested_port} on {self.host} is taken; the redirect listener cannot use it"
+                ) from None
+            raise
+
+    async def aclose(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+
+    async def __aenter__(self) -> LoopbackListener:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def deliver(self, params: dict[str, str]) -> None:
+        """Feed parameters from elsewhere (a pasted URL); same rules as HTTP."""
+        self._consider(params)
+
+    async def wait(self, validate: Callable[[dict[str, str]], T], timeout: float) -> T:
+        """Wait for the first callback that passes `validate` (or ends the flow)."""
+        loop = asyncio.get_running_loop()
+        self._future = loop.create_future()
+        self._validate = validate
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._future  # type: ignore[return-value]
+        except TimeoutError:
+            raise FlowTimeout(f"no answer from the browser within {timeout:g} s") from None
+        finally:
+            await self.aclose()
+
+    # -- internals ----------------------------------------------------------
+
+    def _consider(self, params: dict[str, str]) -> tuple[bool, str, str]:
+        """Apply `validate`; return (ok, title, text) for the browser page."""
+        if self._future is None or self._future.done() or self._validate is None:
+            return False, "No login in progress", "This login has already finished. You can close this tab."
+        try:
+            result = self._validate(params)
+        except StateMismatch:
+            self.rejected += 1
+            return False, "Not for this login", "This response does not belong to the login in progress and was ignored."
+        except OAuthError as exc:
+            self._future.set_exception(exc)
+            return False, "Login failed", f"The authorization server said: {exc.error}. Return to the terminal or app."
+        except CallbackRejected as exc:
+            self._future.set_exception(exc)
+            return False, "Login refused", "The response failed a security check and was discarded."
+        except BrokerError as exc:
+            self._future.set_exception(exc)
+            return False, "Login failed", "The response was not understood. Return to the terminal or app."
+        self._future.set_result(result)
+        return True, "Connected", "MCP Token Broker received the authorization. You can close this tab."
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_BYTES)
+        try:
+            async with asyncio.timeout(READ_TIMEOUT):
+                request = await self._read_request(conn, reader)
+            if request is None:
+                return
+            target = request.target.decode("ascii", "replace")
+            path = target.split("?", 1)[0]
+            if request.method != b"GET":
+                status, ok, title, text = 405, False, "Method not allowed", "Only GET is answered here."
+            elif path != self.path:
+                status, ok, title, text = 404, False, "Not found", "Nothing here."
+            else:
+                try:
+                    params = callback_params_from_url(target)
+                except BadResponse:
+                    params = {}
+                ok, title, text = self._consider(params)
+                status = 200 if ok else 400
+            await self._respond(conn, writer, status, _page(ok, title, text))
+        except (TimeoutError, h11.RemoteProtocolError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    @staticmethod
+    async def _read_request(conn: h11.Connection, reader: asyncio.StreamReader) -> h11.Request | None:
+        received = 0
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await reader.read(4096)
+                received += len(data)
+                if received > MAX_REQUEST_BYTES:
+                    return None
+                conn.receive_data(data)
+                if not data:
+                    return None
+                continue
+            if isinstance(event, h11.Request):
+                return event
+            return None
+
+    @staticmethod
+    async def _respond(conn: h11.Connection, writer: asyncio.StreamWriter, status: int, body: bytes) -> None:
+        headers = [
+            ("Content-Type", "text/html; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+            ("Referrer-Policy", "no-referrer"),
+            ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'"),
+            ("Connection", "close"),
+        ]
+        writer.write(conn.send(h11.Response(status_code=status, headers=headers)))
+        writer.write(conn.send(h11.Data(data=body)))
+        writer.write(conn.send(h11.EndOfMessage()))
+        await writer.drain()

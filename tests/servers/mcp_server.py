@@ -1,0 +1,175 @@
+"""OAuth-protected MCP server for the integration tests (official ``mcp`` SDK 2.x).
+
+Usage::
+
+    python tests/servers/mcp_server.py --issuer http://127.0.0.1:PORT [--port 0]
+
+* Streamable HTTP endpoint at ``/mcp``; its resource URL (RFC 8707 / RFC 9728)
+  is ``http://127.0.0.1:PORT/mcp``.
+* Requests without a valid bearer token get ``401`` with
+  ``WWW-Authenticate: Bearer ..., resource_metadata="http://127.0.0.1:PORT/.well-known/oauth-protected-resource/mcp"``.
+* RFC 9728 metadata names ``--issuer`` as the only authorization server and
+  ``mcp:read`` as the (required) scope.
+* Access tokens are RS256 JWTs from the test authorization server
+  (tests/servers/oidc/server.mjs), verified locally against its JWKS: ``iss``,
+  ``aud`` (== resource URL), ``exp``; a token without ``mcp:read`` gets 403.
+* Tools: ``whoami`` (the token's ``sub``) and ``echo(text)``.
+
+When listening it prints exactly one line to stdout::
+
+    {"url": "http://127.0.0.1:PORT/mcp", "port": PORT}
+
+Everything else goes to stderr at warning level. SIGTERM/SIGINT stop it (exit 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import socket
+import sys
+import urllib.request
+from typing import Any
+
+import anyio
+import jwt
+import uvicorn
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.auth.provider import AccessToken, TokenVerifier
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.mcpserver import MCPServer
+
+log = logging.getLogger("tests.mcp_server")
+
+REQUIRED_SCOPES = ["mcp:read"]
+
+
+class JwtTokenVerifier(TokenVerifier):
+    """Verifies the authorization server's JWT access tokens (RFC 9068) locally."""
+
+    def __init__(self, issuer: str, resource: str) -> None:
+        self.issuer = issuer
+        self.resource = resource
+        self._jwks: jwt.PyJWKClient | None = None
+
+    def _jwks_client(self) -> jwt.PyJWKClient:
+        # Discovered lazily, so this server does not depend on the
+        # authorization server being up when it starts.
+        if self._jwks is None:
+            url = f"{self.issuer}/.well-known/openid-configuration"
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                jwks_uri = json.load(resp)["jwks_uri"]
+            # Short cooldown: an unknown `kid` (e.g. the AS was restarted with a
+            # new key) refetches the JWKS right away instead of after 30 s.
+            self._jwks = jwt.PyJWKClient(jwks_uri, cache_jwk_set=True, lifespan=60, cooldown_duration=0, timeout=10)
+        return self._jwks
+
+    def _verify(self, token: str) -> dict[str, Any]:
+        signing_key = self._jwks_client().get_signing_key_from_jwt(token)
+        return jwt.decode(
+            token,
+            signing_key.key,
+            algorithms=["RS256"],
+            audience=self.resource,
+            issuer=self.issuer,
+            options={"require": ["exp", "iss", "aud", "sub"]},
+        )
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        try:
+            # PyJWKClient does blocking HTTP; keep it off the event loop.
+            claims = await anyio.to_thread.run_sync(self._verify, token)
+        except (jwt.PyJWTError, OSError, ValueError, KeyError) as err:
+            # Never log the token itself.
+            log.warning("rejected bearer token: %s", type(err).__name__)
+            return None
+        aud = claims["aud"]
+        resource = self.resource if isinstance(aud, list) and self.resource in aud else aud
+        return AccessToken(
+            token=token,
+            client_id=str(claims.get("client_id", "")),
+            scopes=str(claims.get("scope", "")).split(),
+            expires_at=int(claims["exp"]),
+            resource=resource if isinstance(resource, str) else None,
+            subject=str(claims["sub"]),
+            claims={"iss": claims["iss"]},
+        )
+
+
+def build_server(issuer: str, resource: str) -> MCPServer:
+    server = MCPServer(
+        name="mcp-token-broker-test-server",
+        log_level="WARNING",
+        token_verifier=JwtTokenVerifier(issuer, resource),
+        auth=AuthSettings(
+            issuer_url=issuer,
+            resource_server_url=resource,
+            required_scopes=REQUIRED_SCOPES,
+            validate_token_resource=True,
+        ),
+    )
+
+    @server.tool()
+    def whoami() -> str:
+        """Return the `sub` of the access token this request carried."""
+        token = get_access_token()
+        return token.subject if token and token.subject else ""
+
+    @server.tool()
+    def echo(text: str) -> str:
+        """Return `text` unchanged."""
+        return text
+
+    return server
+
+
+async def serve(issuer: str, port: int) -> None:
+    # Bind first so the resource URL carries the real (possibly ephemeral) port.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/mcp"
+
+    app = build_server(issuer, url).streamable_http_app(streamable_http_path="/mcp", host="127.0.0.1")
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        # Open SSE streams must not hold up a test teardown.
+        timeout_graceful_shutdown=2,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            await task  # startup failed: surface the error
+            raise SystemExit("uvicorn exited during startup")
+        await asyncio.sleep(0.02)
+    sys.stdout.write(json.dumps({"url": url, "port": port}) + "\n")
+    sys.stdout.flush()
+    await task
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--issuer", required=True, help="authorization server issuer URL")
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: ephemeral)")
+    args = parser.parse_args()
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    # uvicorn captures SIGTERM/SIGINT while serving, shuts down, then re-raises
+    # the signal with the handlers it found installed. A no-op handler here
+    # turns that re-raise into a normal return, i.e. exit status 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    asyncio.run(serve(args.issuer.rstrip("/"), args.port))
+
+
+if __name__ == "__main__":
+    main()
