@@ -9,8 +9,8 @@ Used from conftest.py files, e.g.::
         with running_stack(access_ttl=300) as (oidc, mcp):
             yield oidc, mcp
 
-(``tests.servers`` is imported from the repository root: run
-``python -m pytest`` there, or set ``pythonpath = ["."]`` for pytest.)
+(``tests.servers`` resolves from the repository root, which pytest puts on
+sys.path because ``tests/`` is a package.)
 
 * ``OidcServer`` wraps ``node tests/servers/oidc/server.mjs`` (oidc-provider;
   needs ``npm ci --prefix tests/servers/oidc`` once).
