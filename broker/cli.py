@@ -29,6 +29,8 @@ __all__ = ["main", "build_parser"]
 
 PROG = "mcp-token-broker"
 DEBUG_ENV = "MCP_TOKEN_BROKER_DEBUG"
+#: Seconds one HTTP exchange may take in all (default 30).
+HTTP_TIMEOUT_ENV = "MCP_TOKEN_BROKER_HTTP_TIMEOUT"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,6 +102,23 @@ def build_parser() -> argparse.ArgumentParser:
 # -- plumbing -----------------------------------------------------------------
 
 
+def _limits() -> Any:
+    from .transport import Limits
+
+    value = os.environ.get(HTTP_TIMEOUT_ENV)
+    if not value:
+        return Limits()
+    try:
+        seconds = float(value)
+        if not 0 < seconds <= 3600:
+            raise ValueError
+    except ValueError:
+        from .errors import UsageError
+
+        raise UsageError(f"{HTTP_TIMEOUT_ENV} must be a number of seconds between 0 and 3600") from None
+    return Limits(timeout=min(seconds, Limits.timeout), deadline=seconds)
+
+
 def _engine(args: argparse.Namespace, *, flow_timeout: float = 300.0) -> tuple[Engine, Any]:
     from .engine import Engine
     from .paths import Paths
@@ -117,7 +136,7 @@ def _engine(args: argparse.Namespace, *, flow_timeout: float = 300.0) -> tuple[E
 
         return KeyringKeyStore()
 
-    transport = Transport()
+    transport = Transport(limits=_limits())
     return Engine(Store(Paths.default(), keystore), transport, flow_timeout=flow_timeout), transport
 
 
@@ -127,6 +146,11 @@ async def _with_engine(args: argparse.Namespace, fn: Any, **kw: Any) -> Any:
         return await fn(engine)
     finally:
         await transport.aclose()
+
+
+class _LineFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{PROG}: {record.levelname.lower()}: {record.getMessage()}"
 
 
 def _err(message: str) -> None:
@@ -340,11 +364,9 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format=f"{PROG}: %(levelname)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LineFormatter())
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines show full URLs
     from .errors import BrokerError
 

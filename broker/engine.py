@@ -37,6 +37,7 @@ from .errors import (
     InvalidClient,
     InvalidGrant,
     NotConnected,
+    OAuthError,
     RedirectPortUnavailable,
     RegistrationError,
     RemoteError,
@@ -466,14 +467,19 @@ class Engine:
 
             async def pasted() -> None:
                 while True:
-                    text = (await read_pasted_url()).strip()
+                    line = await read_pasted_url()
+                    if not line:
+                        return  # end of input: keep waiting for the browser
+                    text = line.strip()
                     if not text:
                         continue
                     try:
-                        listener.deliver(callback_params_from_url(text))
+                        accepted, why = listener.deliver(callback_params_from_url(text))
                     except BrokerError as exc:
-                        log.warning("%s", exc)
-                    return
+                        accepted, why = False, str(exc)
+                    if accepted:
+                        return
+                    log.warning("%s Paste the address the browser ended on after logging in.", why)
 
             paste_task = asyncio.create_task(pasted())
         try:
@@ -571,6 +577,8 @@ class Engine:
         server = settings.discovered.auth_server if settings.discovered else None
         if tokens and state.registration and server and server.revocation_endpoint:
             try:
+                # Revoking the refresh token ends the grant (RFC 7009 section 2.1);
+                # the access token is revoked too where the server allows it.
                 if tokens.refresh_token:
                     response = await self.transport.send(
                         revocation_request(server, state.registration, tokens.refresh_token, "refresh_token")
@@ -579,7 +587,12 @@ class Engine:
                 response = await self.transport.send(
                     revocation_request(server, state.registration, tokens.access_token, "access_token")
                 )
-                read_revocation_response(response)
+                try:
+                    read_revocation_response(response)
+                except OAuthError as exc:
+                    if exc.error != "unsupported_token_type" or not tokens.refresh_token:
+                        raise
+                    log.info("the server cannot revoke self-contained access tokens; it revoked the grant")
             except RemoteError as exc:
                 warning = f"could not revoke at the server ({exc}); the tokens were forgotten locally"
         elif tokens and server and not server.revocation_endpoint:

@@ -76,8 +76,10 @@ class LoopbackListener:
         return f"http://{self.host}:{self.port}{self.path}"
 
     async def start(self) -> None:
+        if self._server is not None:
+            return
         try:
-            self._server = await asyncio.start_server(self._handle, self.host, self._requested_port, reuse_address=False)
+            self._server = await asyncio.start_server(self._handle, self.host, self._requested_port, reuse_address=True)
         except OSError as exc:
             if exc.errno in (errno.EADDRINUSE, errno.EACCES):
                 raise RedirectPortUnavailable(
@@ -98,9 +100,11 @@ class LoopbackListener:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    def deliver(self, params: dict[str, str]) -> None:
-        """Feed parameters from elsewhere (a pasted URL); same rules as HTTP."""
-        self._consider(params)
+    def deliver(self, params: dict[str, str]) -> tuple[bool, str]:
+        """Feed parameters from elsewhere (a pasted URL); same rules as HTTP.
+        Returns (accepted, what the browser page would have said)."""
+        ok, _title, text = self._consider(params)
+        return ok, text
 
     async def wait(self, validate: Callable[[dict[str, str]], T], timeout: float) -> T:
         """Wait for the first callback that passes `validate` (or ends the flow)."""
@@ -125,7 +129,7 @@ class LoopbackListener:
             result = self._validate(params)
         except StateMismatch:
             self.rejected += 1
-            return False, "Not for this login", "This response does not belong to the login in progress and was ignored."
+            return False, "Not for this login", "This response does not belong to the login in progress (state mismatch) and was ignored."
         except OAuthError as exc:
             self._future.set_exception(exc)
             return False, "Login failed", f"The authorization server said: {exc.error}. Return to the terminal or app."

@@ -34,6 +34,9 @@ Other knobs:
     Login name typed into the login form, which becomes the token ``sub``.
 ``BROWSER_AS``
     host:port of the authorization server. Default: that of the first URL.
+``BROWSER_NO_DELIVER``
+    ``1``: walk the pages but do not GET the final callback; log it as
+    ``CALLBACK <url>`` instead (the user pastes it into ``connect --paste``).
 ``BROWSER_DETACH``
     ``1``: fork, let the parent exit 0 at once and run the flow in the
     child, like a real browser launcher. ``webbrowser.open`` waits for this
@@ -187,6 +190,11 @@ class Browser:
 
     def deliver(self, url: str) -> int:
         """GET the app's loopback callback once; that hands the code (or error) over."""
+        if os.environ.get("BROWSER_NO_DELIVER") == "1":
+            # A browser on another machine (SSH): the redirect cannot reach
+            # the app, and the user copies the address bar instead.
+            log(f"CALLBACK {url}")
+            return 0
         log(f"callback GET {url}")
         try:
             status, _headers, _text = self.request("GET", url)

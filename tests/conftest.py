@@ -1,0 +1,99 @@
+"""Shared fixtures: isolated user directories, the real server stack, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from .servers.fixtures import BROWSER_SCRIPT, running_stack
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def user_dirs(tmp_path, monkeypatch):
+    """Point every platformdirs location at a fresh temp dir (the XDG variables)."""
+    dirs = {
+        "XDG_CONFIG_HOME": tmp_path / "config",
+        "XDG_DATA_HOME": tmp_path / "data",
+        "XDG_STATE_HOME": tmp_path / "state",
+        "XDG_RUNTIME_DIR": tmp_path / "run",
+    }
+    for key, value in dirs.items():
+        value.mkdir(mode=0o700)
+        monkeypatch.setenv(key, str(value))
+    monkeypatch.delenv("MCP_TOKEN_BROKER_KEY_FILE", raising=False)
+    return dirs
+
+
+@pytest.fixture(scope="session")
+def stack():
+    """oidc-provider and an OAuth-protected MCP server, both on 127.0.0.1."""
+    with running_stack(access_ttl=300) as (oidc, mcp):
+        yield oidc, mcp
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def json(self):
+        return json.loads(self.stdout)
+
+
+class Cli:
+    """Runs the real `mcp-token-broker` console script in a subprocess."""
+
+    def __init__(self, env: dict[str, str], browser_log: Path) -> None:
+        self.env = env
+        self.browser_log = browser_log
+        self.exe = str(Path(sys.executable).with_name("mcp-token-broker"))
+
+    def __call__(self, *args: str, input: str | None = None, timeout: float = 60, env: dict | None = None) -> Result:
+        proc = subprocess.run(
+            [self.exe, *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**self.env, **(env or {})},
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def popen(self, *args: str, env: dict | None = None) -> subprocess.Popen:
+        return subprocess.Popen(
+            [self.exe, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**self.env, **(env or {})},
+        )
+
+
+@pytest.fixture
+def cli(user_dirs, tmp_path):
+    log = tmp_path / "browser.log"
+    env = dict(os.environ)
+    env.update({k: str(v) for k, v in user_dirs.items()})
+    env["BROWSER"] = BROWSER_SCRIPT
+    env["BROWSER_LOG"] = str(log)
+    env.pop("MCP_TOKEN_BROKER_DEBUG", None)
+    return Cli(env, log)
+
+
+@pytest.fixture
+def hostile_server():
+    from .servers.hostile import HostileServer
+
+    server = HostileServer()
+    yield server
+    server.close()

@@ -1,0 +1,329 @@
+"""The CLI end to end, against the real oidc-provider and MCP SDK server.
+
+The browser is tests/helpers/browser.py via $BROWSER: it fills in the login
+and consent forms the way a user would.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import socket
+import time
+
+import anyio
+import pytest
+
+from broker.keystore import KeyringKeyStore
+from broker.paths import Paths
+from broker.store import Store
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def jwt_claims(token: str) -> dict:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def vault_states():
+    return Store(Paths.default(), KeyringKeyStore).load_states()
+
+
+async def list_tools(url: str, token: str | None) -> list[str]:
+    import httpx2
+    from mcp.client.client import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx2.AsyncClient(headers=headers) as http:
+        async with Client(streamable_http_client(url, http_client=http)) as client:
+            result = await client.list_tools()
+    return [tool.name for tool in result.tools]
+
+
+def test_add_connect_use_refresh_disconnect_remove(cli, stack, user_dirs):
+    oidc, mcp = stack
+    before = oidc.stats()
+
+    r = cli("add", "demo", mcp.url)
+    assert r.returncode == 0, r.stderr
+    assert f"authorization server: {oidc.issuer}" in r.stdout
+    assert "dynamic client registration" in r.stdout
+    assert "mcp:read offline_access" in r.stdout
+
+    r = cli("connect", "demo")
+    assert r.returncode == 0, r.stderr + cli.browser_log.read_text()
+    assert "Connected demo" in r.stdout
+
+    listing = cli("list", "--json").json()
+    [row] = listing["connections"]
+    assert set(row) == {"name", "server_url", "status", "scopes", "expires_at"}
+    assert row["status"] == "connected" and row["scopes"] == ["mcp:read"]
+    assert row["server_url"] == mcp.url
+    assert time.time() < row["expires_at"] <= time.time() + 301
+
+    states = vault_states()
+    access = states["demo"].tokens.access_token.reveal()
+    refresh = states["demo"].tokens.refresh_token.reveal()
+    shown = cli("show", "demo", "--json")
+    assert access not in shown.stdout and refresh not in shown.stdout
+    view = shown.json()
+    assert view["issuer"] == oidc.issuer and view["has_refresh_token"] is True
+    assert view["requested_scopes"] == ["mcp:read", "offline_access"]
+    assert view["registration"]["method"] == "dynamic"
+    # Nothing secret in plaintext on disk.
+    for path in (Paths.default().vault_file, Paths.default().connections_file):
+        raw = path.read_text()
+        assert access not in raw and refresh not in raw
+
+    token = cli("token", "demo").stdout.strip()
+    assert token == access
+    claims = jwt_claims(token)
+    assert claims["aud"] == mcp.url and claims["iss"] == oidc.issuer  # RFC 8707 audience binding
+    assert "whoami" in anyio.run(list_tools, mcp.url, token)
+
+    # Forcing a refresh: a new access token, a rotated refresh token, one grant.
+    refreshed = cli("token", "demo", "--min-ttl", "400")
+    assert refreshed.returncode == 0, refreshed.stderr
+    new_token = refreshed.stdout.strip()
+    assert new_token != token
+    assert vault_states()["demo"].tokens.refresh_token.reveal() != refresh
+    stats = oidc.stats()
+    assert stats["grants"].get("refresh_token", 0) == before["grants"].get("refresh_token", 0) + 1
+    assert "whoami" in anyio.run(list_tools, mcp.url, new_token)
+
+    r = cli("disconnect", "demo")
+    assert r.returncode == 0, r.stderr
+    assert oidc.stats()["revocations"]["refresh_token"] == before["revocations"]["refresh_token"] + 1
+    assert cli("list", "--json").json()["connections"][0]["status"] == "not_connected"
+    r = cli("token", "demo")
+    assert r.returncode != 0 and "connect demo" in r.stderr and "Traceback" not in r.stderr
+
+    assert cli("remove", "demo").returncode == 0
+    assert cli("list", "--json").json() == {"connections": []}
+
+
+def _connect(cli, name, **env):
+    r = cli("connect", name, env=env or None)
+    assert r.returncode == 0, r.stderr + (cli.browser_log.read_text() if cli.browser_log.exists() else "")
+    return r
+
+
+def _redirect(cli, name):
+    return cli("show", name, "--json").json()["registration"]["redirect_uri"]
+
+
+def test_redirect_port_is_stable_and_heals(cli, stack):
+    oidc, mcp = stack
+    assert cli("add", "stable", mcp.url).returncode == 0
+    created = oidc.stats()["registrations"]["created"]
+    _connect(cli, "stable")
+    first = _redirect(cli, "stable")
+    _connect(cli, "stable")
+    assert _redirect(cli, "stable") == first
+    assert oidc.stats()["registrations"]["created"] == created + 1  # registered once
+
+    # The port is taken by someone else: a new port and a new registration.
+    port = int(re.search(r":(\d+)/", first).group(1))
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", port))
+    blocker.listen()
+    try:
+        _connect(cli, "stable")
+    finally:
+        blocker.close()
+    second = _redirect(cli, "stable")
+    assert second != first
+    assert oidc.stats()["registrations"]["created"] == created + 2
+
+
+def test_stale_registration_heals_itself(cli, stack):
+    oidc, mcp = stack
+    assert cli("add", "stale", mcp.url).returncode == 0
+    _connect(cli, "stale")
+    old_client = cli("show", "stale", "--json").json()["registration"]["client_id"]
+    oidc.forget_clients()  # the server lost every registration
+    r = _connect(cli, "stale")
+    assert "registering" in r.stderr
+    assert cli("show", "stale", "--json").json()["registration"]["client_id"] != old_client
+    assert cli("list", "--json").json()["connections"][0]["status"] == "connected"
+
+
+def test_refresh_after_server_forgot_client_needs_reauth(cli, stack):
+    oidc, mcp = stack
+    assert cli("add", "forgot", mcp.url).returncode == 0
+    _connect(cli, "forgot")
+    oidc.forget_clients()
+    r = cli("token", "forgot", "--min-ttl", "100000")
+    # The old token is still valid, so it is served with a warning...
+    assert r.returncode == 0 and "re-authorization" in r.stderr
+    assert cli("list", "--json").json()["connections"][0]["status"] == "reauth_required"
+    # ...and connect repairs everything.
+    _connect(cli, "forgot")
+    assert cli("list", "--json").json()["connections"][0]["status"] == "connected"
+
+
+def test_user_denies_consent(cli, stack):
+    _, mcp = stack
+    assert cli("add", "deny", mcp.url).returncode == 0
+    r = cli("connect", "deny", env={"BROWSER_MODE": "deny"})
+    assert r.returncode == 5
+    assert "access_denied" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()[-1]) < 300
+    assert cli("list", "--json").json()["connections"][0]["status"] == "not_connected"
+
+
+def _read_url(proc) -> str:
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        line = proc.stderr.readline()
+        if line.strip().startswith("http"):
+            return line.strip()
+    raise AssertionError("no URL printed")
+
+
+def test_no_browser_prints_url_and_waits(cli, stack):
+    import subprocess
+
+    from .servers.fixtures import BROWSER_SCRIPT
+
+    _, mcp = stack
+    assert cli("add", "ssh", mcp.url).returncode == 0
+    proc = cli.popen("connect", "ssh", "--no-browser", env={"BROWSER": "/bin/false"})
+    url = _read_url(proc)
+    assert url.startswith(stack[0].issuer + "/auth?")
+    subprocess.run([BROWSER_SCRIPT, url], env=cli.env, check=True, timeout=30)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Connected ssh" in out
+
+
+def test_paste_mode(cli, stack):
+    import subprocess
+
+    from .servers.fixtures import BROWSER_SCRIPT
+
+    _, mcp = stack
+    assert cli("add", "paste", mcp.url).returncode == 0
+    proc = cli.popen("connect", "paste", "--paste")
+    url = _read_url(proc)
+    # The browser runs elsewhere: the redirect never reaches the listener.
+    subprocess.run([BROWSER_SCRIPT, url], env={**cli.env, "BROWSER_NO_DELIVER": "1"}, check=True, timeout=30)
+    callback = [line.split("CALLBACK ", 1)[1] for line in cli.browser_log.read_text().splitlines() if "CALLBACK " in line][-1]
+    out, err = proc.communicate(callback + "\n", timeout=30)
+    assert proc.returncode == 0, err
+    assert "Connected paste" in out
+
+
+def test_forged_paste_is_rejected_then_flow_times_out(cli, stack):
+    _, mcp = stack
+    assert cli("add", "forged", mcp.url).returncode == 0
+    proc = cli.popen("connect", "forged", "--paste", "--timeout", "3")
+    _read_url(proc)
+    out, err = proc.communicate("http://127.0.0.1:1/callback?code=stolen&state=forged\n", timeout=30)
+    assert proc.returncode == 4
+    assert "state mismatch" in err and "no answer from the browser" in err
+    assert cli("list", "--json").json()["connections"][0]["status"] == "not_connected"
+
+
+def test_add_validation_errors(cli, stack):
+    _, mcp = stack
+    cases = [
+        (("add", "Bad Name", mcp.url), 2, "not a valid connection name"),
+        (("add", "x", "ftp://example.com"), 2, "only https"),
+        (("add", "x", "http://example.com/mcp"), 2, "https is required"),
+        (("add", "x", "not a url"), 2, "not an absolute URL"),
+        (("show", "nope"), 2, "no connection named"),
+        (("token", "nope"), 2, "no connection named"),
+        (("add", "x", "http://127.0.0.1:1/mcp"), 5, "cannot reach"),
+    ]
+    for args, code, text in cases:
+        r = cli(*args)
+        assert r.returncode == code, (args, r.stderr)
+        assert text in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert cli("add", "dup", mcp.url).returncode == 0
+    r = cli("add", "dup", mcp.url)
+    assert r.returncode == 2 and "already exists" in r.stderr
+
+
+def test_no_keyring_is_a_clear_error_and_key_file_is_opt_in(cli, stack, tmp_path):
+    _, mcp = stack
+    no_bus = {"DBUS_SESSION_BUS_ADDRESS": "unix:path=/nonexistent/bus"}
+    assert cli("add", "nokr", mcp.url).returncode == 0
+    r = cli("connect", "nokr", env=no_bus)
+    assert r.returncode == 3
+    assert "no OS keyring" in r.stderr and "--key-file" in r.stderr and "Secret Service" in r.stderr
+    assert not Paths.default().vault_file.exists()  # never plaintext, never a silent fallback
+
+    key = tmp_path / "k" / "vault.key"
+    r = cli("--key-file", str(key), "connect", "nokr", env=no_bus)
+    assert r.returncode == 0, r.stderr
+    assert "warning" in r.stderr and str(key) in r.stderr
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    r = cli("token", "nokr", env={**no_bus, "MCP_TOKEN_BROKER_KEY_FILE": str(key)})
+    assert r.returncode == 0 and r.stdout.count(".") == 2
+
+
+def test_corrupt_vault_is_an_error_and_left_alone(cli, stack):
+    _, mcp = stack
+    assert cli("add", "corrupt", mcp.url).returncode == 0
+    _connect(cli, "corrupt")
+    vault = Paths.default().vault_file
+    damaged = vault.read_bytes()[:-40]
+    vault.write_bytes(damaged)
+    for args in (("list",), ("token", "corrupt"), ("connect", "corrupt")):
+        r = cli(*args)
+        assert r.returncode == 3 and "left untouched" in r.stderr and "Traceback" not in r.stderr
+    assert vault.read_bytes() == damaged
+
+
+def test_version_and_module_entry(cli):
+    import subprocess
+    import sys
+
+    r = cli("--version")
+    assert r.returncode == 0 and r.stdout.startswith("mcp-token-broker 0.")
+    out = subprocess.run([sys.executable, "-m", "broker", "--version"], capture_output=True, text=True)
+    assert out.stdout == r.stdout
+
+
+def test_server_without_s256_is_refused_and_nothing_stored(cli, hostile_server):
+    hostile_server.metadata = {"code_challenge_methods_supported": ["plain"]}
+    r = cli("add", "nos256", hostile_server.mcp_url)
+    assert r.returncode == 5 and "S256" in r.stderr
+    assert cli("list", "--json").json() == {"connections": []}
+
+
+def test_issuer_mismatch_is_refused(cli, hostile_server):
+    hostile_server.metadata = {"issuer": "https://honest.example.com"}
+    r = cli("add", "mixup", hostile_server.mcp_url)
+    assert r.returncode == 5 and "claims issuer" in r.stderr
+    assert cli("list", "--json").json() == {"connections": []}
+
+
+@pytest.mark.parametrize(
+    "field,value,text",
+    [
+        ("authorization_endpoint", "javascript:alert(1)", "javascript"),
+        ("token_endpoint", "file:///etc/passwd", "file"),
+        ("token_endpoint", "http://example.com/token", "plain http"),
+    ],
+)
+def test_hostile_endpoints_refused(cli, hostile_server, field, value, text):
+    hostile_server.metadata = {field: value}
+    r = cli("add", "hostile", hostile_server.mcp_url)
+    assert r.returncode == 5 and text in r.stderr, r.stderr
+    assert cli("list", "--json").json() == {"connections": []}
+
+
+def test_oversized_and_slow_metadata(cli, hostile_server):
+    hostile_server.mode = "huge"
+    r = cli("add", "huge", hostile_server.mcp_url)
+    assert r.returncode == 5 and "bytes" in r.stderr, r.stderr
+    hostile_server.mode = "slow"
+    r = cli("add", "slow", hostile_server.mcp_url, env={"MCP_TOKEN_BROKER_HTTP_TIMEOUT": "2"})
+    assert r.returncode == 5 and "did not answer within" in r.stderr, r.stderr
+    assert cli("list", "--json").json() == {"connections": []}
