@@ -64,12 +64,14 @@ class LoopbackListener:
         self._future: asyncio.Future[object] | None = None
         self._validate: Callable[[dict[str, str]], object] | None = None
         self.rejected = 0
+        self._port: int | None = None
 
     @property
     def port(self) -> int:
-        if self._server is None:
+        """The bound port; still known after the listener closed."""
+        if self._port is None:
             raise RuntimeError("listener not started")
-        return self._server.sockets[0].getsockname()[1]
+        return self._port
 
     @property
     def redirect_uri(self) -> str:
@@ -86,6 +88,7 @@ class LoopbackListener:
                     f"port {self._requested_port} on {self.host} is taken; the redirect listener cannot use it"
                 ) from None
             raise
+        self._port = self._server.sockets[0].getsockname()[1]
 
     async def aclose(self) -> None:
         if self._server is not None:
