@@ -327,3 +327,85 @@ def test_oversized_and_slow_metadata(cli, hostile_server):
     r = cli("add", "slow", hostile_server.mcp_url, env={"MCP_TOKEN_BROKER_HTTP_TIMEOUT": "2"})
     assert r.returncode == 5 and "did not answer within" in r.stderr, r.stderr
     assert cli("list", "--json").json() == {"connections": []}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_preregistered_confidential_client_with_fixed_port(cli, stack):
+    """Like Slack: the user registered an app with a fixed redirect URI and got a secret."""
+    import httpx
+
+    oidc, mcp = stack
+    port = _free_port()
+    redirect = f"http://127.0.0.1:{port}/oauth/cb"
+    reg = httpx.post(
+        f"{oidc.issuer}/reg",
+        json={
+            "application_type": "native",
+            "redirect_uris": [redirect],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "client_secret_basic",
+        },
+    ).json()
+    secret = reg["client_secret"]
+    created = oidc.stats()["registrations"]["created"]
+    r = cli(
+        "add", "prereg", mcp.url, "--client-id", reg["client_id"], "--client-secret-stdin",
+        "--redirect-port", str(port), "--redirect-path", "/oauth/cb", input=secret + "\n",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "pre-registered client id" in r.stdout
+    _connect(cli, "prereg")
+    view = cli("show", "prereg", "--json").json()
+    assert view["registration"] == {
+        "method": "preregistered",
+        "client_id": reg["client_id"],
+        "redirect_uri": redirect,
+        "token_endpoint_auth_method": "client_secret_basic",
+    }
+    assert secret not in json.dumps(view)
+    assert secret not in Paths.default().vault_file.read_text()
+    assert oidc.stats()["registrations"]["created"] == created  # never registered by itself
+    # Refresh authenticates with the secret (client_secret_basic).
+    assert cli("token", "prereg", "--min-ttl", "400").returncode == 0
+
+    # The fixed port is taken: a clear error, not a silent new redirect URI.
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", port))
+    blocker.listen()
+    try:
+        r = cli("connect", "prereg")
+    finally:
+        blocker.close()
+    assert r.returncode == 4 and f"port {port} is taken" in r.stderr
+
+
+def test_no_resource_switch(cli, stack):
+    oidc, mcp = stack
+    assert cli("add", "nores", mcp.url, "--no-resource").returncode == 0
+    _connect(cli, "nores")
+    log = cli.browser_log.read_text()
+    assert "resource=" not in [l for l in log.splitlines() if " open " in l][-1]
+    # Without a resource indicator oidc-provider issues an opaque token for
+    # its own userinfo, not a JWT for the MCP server: the switch really works.
+    token = cli("token", "nores").stdout.strip()
+    assert token.count(".") != 2
+
+
+def test_verbose_output_never_shows_secrets(cli, stack):
+    _, mcp = stack
+    assert cli("add", "quiet", mcp.url).returncode == 0
+    connect = cli("-v", "connect", "quiet")
+    assert connect.returncode == 0, connect.stderr
+    refresh = cli("-v", "token", "quiet", "--min-ttl", "400")
+    disconnect_before = vault_states()["quiet"].tokens
+    disconnect = cli("-v", "disconnect", "quiet")
+    secrets = [refresh.stdout.strip(), disconnect_before.access_token.reveal(), disconnect_before.refresh_token.reveal()]
+    for out in (connect.stderr, connect.stdout, refresh.stderr, disconnect.stderr, disconnect.stdout):
+        for secret in secrets:
+            assert secret not in out
