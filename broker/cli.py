@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("token", help="print a current access token, refreshing it first if needed")
     p.add_argument("name")
     p.add_argument(
-        "--min-ttl", type=int, default=60, metavar="SECONDS", help="refresh if the token expires sooner (60)"
+        "--min-ttl", type=int, default=None, metavar="SECONDS", help="refresh first if the token expires sooner"
     )
 
     p = sub.add_parser("disconnect", help="revoke the tokens at the server and forget them")
@@ -96,6 +96,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("remove", help="forget a connection (revoking its tokens first)")
     p.add_argument("name")
+
+    p = sub.add_parser("headers", help='print {"Authorization": "Bearer ..."} (for Claude Code\'s headersHelper)')
+    p.add_argument("name")
+    p.add_argument("--min-ttl", type=int, default=None, metavar="SECONDS")
+
+    p = sub.add_parser("serve", help="run the broker service in the foreground (headless)")
+    p.add_argument(
+        "--policy",
+        choices=("ask", "allow", "deny"),
+        help="what to do when a client without a grant asks for a token (default: the config file's "
+        "client_policy, else allow)",
+    )
+    p.add_argument("--approval-timeout", type=float, default=60.0, metavar="SECONDS", help="how long `ask` waits (60)")
+
+    p = sub.add_parser("audit", help="show who got which token, and who was refused")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--connection", metavar="NAME", help="only this connection")
+    p.add_argument("--limit", type=int, default=50, metavar="N", help="the last N entries (50; 0 for all)")
+
+    p = sub.add_parser("grants", help="list or revoke which clients may have which tokens")
+    p.add_argument("--json", action="store_true")
+    gsub = p.add_subparsers(dest="grants_command", metavar="ACTION")
+    r = gsub.add_parser("revoke", help="revoke a grant by its id")
+    r.add_argument("grant_id")
+
+    p = sub.add_parser("approvals", help="list token requests waiting for your decision (policy ask)")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("approve", help="answer a waiting token request")
+    p.add_argument("approval_id")
+    p.add_argument("decision", choices=("allow_session", "allow_always", "deny_session", "deny_always"))
     return parser
 
 
@@ -126,7 +156,11 @@ def _engine(args: argparse.Namespace, *, flow_timeout: float = 300.0) -> tuple[E
     from .transport import Transport
 
     key_file = args.key_file or os.environ.get("MCP_TOKEN_BROKER_KEY_FILE")
+    transport = Transport(limits=_limits())
+    return Engine(Store(Paths.default(), _keystore_factory(key_file)), transport, flow_timeout=flow_timeout), transport
 
+
+def _keystore_factory(key_file: str | None) -> Any:
     def keystore() -> Any:
         if key_file:
             from .keystore import FileKeyStore
@@ -136,8 +170,7 @@ def _engine(args: argparse.Namespace, *, flow_timeout: float = 300.0) -> tuple[E
 
         return KeyringKeyStore()
 
-    transport = Transport(limits=_limits())
-    return Engine(Store(Paths.default(), keystore), transport, flow_timeout=flow_timeout), transport
+    return keystore
 
 
 async def _with_engine(args: argparse.Namespace, fn: Any, **kw: Any) -> Any:
@@ -185,6 +218,42 @@ def _read_line_in_thread() -> asyncio.Future[str]:
     return fut
 
 
+_EXIT_FOR_CODE = {
+    "unknown_connection": 2,
+    "bad_request": 2,
+    "storage_error": 3,
+    "flow_error": 4,
+    "cancelled": 4,
+    "remote_error": 5,
+    "refresh_failed": 5,
+    "access_denied": 7,
+    "authorization_required": 8,
+}
+
+
+def _service() -> Any:
+    """A client of the running service, or None when none runs."""
+    from .client import BrokerClient
+
+    client = BrokerClient()
+    return client if client.is_running() else None
+
+
+class _ServiceFailed(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _call(client: Any, method: str, path: str, body: Any = None, **kw: Any) -> Any:
+    from .client import ServiceError
+
+    try:
+        return client.request(method, path, body, **kw)
+    except ServiceError as exc:
+        raise _ServiceFailed(exc.code, exc.message) from None
+
+
 # -- commands -----------------------------------------------------------------
 
 
@@ -215,8 +284,32 @@ def cmd_add(args: argparse.Namespace) -> int:
             use_resource=not args.no_resource,
         )
 
-    settings = asyncio.run(_with_engine(args, run))
+    service = _service()
+    if service is not None:
+        from .model import ConnectionSettings
+
+        answer = _call(
+            service,
+            "POST",
+            "/v1/connections",
+            {
+                "name": args.name,
+                "server_url": args.url,
+                "scopes": list(args.scope),
+                "client_id": args.client_id,
+                "client_secret": secret.reveal() if secret else None,
+                "client_metadata_url": args.client_metadata_url,
+                "redirect_port": args.redirect_port,
+                "redirect_path": args.redirect_path,
+                "use_resource": not args.no_resource,
+            },
+            timeout=120,
+        )
+        settings = ConnectionSettings.from_json(args.name, answer["settings"])
+    else:
+        settings = asyncio.run(_with_engine(args, run))
     d = settings.discovered
+    assert d is not None
     methods = {
         "preregistered": "pre-registered client id",
         "metadata_document": "client ID metadata document",
@@ -233,6 +326,53 @@ def cmd_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _connect_via_service(service: Any, name: str, mode: str, on_event: Any, timeout: float) -> Any:
+    """Start the login inside the service and follow its progress."""
+    from .client import quote
+    from .engine import FlowEvent
+
+    flow = _call(service, "POST", f"/v1/connections/{quote(name)}/connect", {"mode": mode})
+    flow_id = flow["flow_id"]
+    after = 0
+    deadline = time.monotonic() + timeout
+    pasting = False
+    try:
+        while True:
+            state = _call(service, "GET", f"/v1/flows/{flow_id}?after={after}&wait=20", timeout=40)
+            for event in state["events"]:
+                on_event(FlowEvent(event["stage"], event["message"], event.get("url")))
+                if mode == "paste" and event["stage"] == "waiting_for_browser" and not pasting:
+                    pasting = True
+                    _paste_in_background(service, flow_id)
+            after = state["next"]
+            if state["done"]:
+                break
+            if time.monotonic() > deadline:
+                _call(service, "DELETE", f"/v1/flows/{flow_id}")
+                raise _ServiceFailed("flow_error", f"no answer from the browser within {timeout:g} s")
+    except KeyboardInterrupt:
+        _call(service, "DELETE", f"/v1/flows/{flow_id}")
+        raise
+    if state["error"]:
+        raise _ServiceFailed(state["error"]["error"], state["error"]["message"])
+    return _call(service, "GET", f"/v1/connections/{quote(name)}")
+
+
+def _paste_in_background(service: Any, flow_id: str) -> None:
+    def run() -> None:
+        while True:
+            line = sys.stdin.readline()
+            if not line:
+                return
+            if line.strip():
+                try:
+                    _call(service, "POST", f"/v1/flows/{flow_id}/paste", {"url": line.strip()})
+                except (_ServiceFailed, OSError):
+                    return
+
+    threading.Thread(target=run, name="paste", daemon=True).start()
+
+
 def cmd_connect(args: argparse.Namespace) -> int:
     mode = "paste" if args.paste else "no-browser" if args.no_browser else "browser"
 
@@ -247,6 +387,8 @@ def cmd_connect(args: argparse.Namespace) -> int:
             print(f"\n  {event.url}\n", file=sys.stderr, flush=True)
             if mode == "paste":
                 _err("then paste the full address the browser ended on (it may show an error page) and press Enter:")
+        elif event.stage == "paste_rejected":
+            _err(f"warning: {event.message}")
         elif event.stage == "browser_failed":
             _err("no browser could be started; open the URL above yourself")
         elif event.stage in ("registering", "exchanging"):
@@ -258,7 +400,11 @@ def cmd_connect(args: argparse.Namespace) -> int:
     async def run(engine: Engine) -> Any:
         return await engine.connect(args.name, mode=mode, on_event=on_event, read_pasted_url=read_pasted)
 
-    view = asyncio.run(_with_engine(args, run, flow_timeout=args.timeout))
+    service = _service()
+    if service is not None:
+        view = _connect_via_service(service, args.name, mode, on_event, args.timeout)
+    else:
+        view = asyncio.run(_with_engine(args, run, flow_timeout=args.timeout))
     print(
         f"Connected {view['name']}: scopes {' '.join(view['scopes']) or '(none)'}, "
         f"expires {_fmt_time_left(view['expires_at'], time.time())}"
@@ -267,9 +413,13 @@ def cmd_connect(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    engine, transport = _engine(args)
-    rows = engine.list()
-    asyncio.run(transport.aclose())
+    service = _service()
+    if service is not None:
+        rows = _call(service, "GET", "/v1/connections")["connections"]
+    else:
+        engine, transport = _engine(args)
+        rows = engine.list()
+        asyncio.run(transport.aclose())
     if args.json:
         print(json.dumps({"connections": rows}, indent=2))
         return 0
@@ -287,9 +437,15 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    engine, transport = _engine(args)
-    view = engine.show(args.name)
-    asyncio.run(transport.aclose())
+    from .client import quote
+
+    service = _service()
+    if service is not None:
+        view = _call(service, "GET", f"/v1/connections/{quote(args.name)}?detail=full")
+    else:
+        engine, transport = _engine(args)
+        view = engine.show(args.name)
+        asyncio.run(transport.aclose())
     if args.json:
         print(json.dumps(view, indent=2))
         return 0
@@ -321,19 +477,29 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    async def run(engine: Engine) -> Any:
-        return await engine.access_token(args.name, min_ttl=args.min_ttl)
+    from .fastpath import run
 
-    tokens = asyncio.run(_with_engine(args, run))
-    sys.stdout.write(tokens.access_token.reveal() + "\n")
-    return 0
+    argv = [args.command, args.name]
+    if args.min_ttl is not None:
+        argv += ["--min-ttl", str(args.min_ttl)]
+    return run(argv) or 0
+
+
+cmd_headers = cmd_token
 
 
 def cmd_disconnect(args: argparse.Namespace) -> int:
-    async def run(engine: Engine) -> Any:
-        return await engine.disconnect(args.name)
+    from .client import quote
 
-    warning = asyncio.run(_with_engine(args, run))
+    service = _service()
+    if service is not None:
+        warning = _call(service, "POST", f"/v1/connections/{quote(args.name)}/disconnect", timeout=120)["warning"]
+    else:
+
+        async def run(engine: Engine) -> Any:
+            return await engine.disconnect(args.name)
+
+        warning = asyncio.run(_with_engine(args, run))
     if warning:
         _err(f"warning: {warning}")
     print(f"Disconnected {args.name}")
@@ -341,13 +507,129 @@ def cmd_disconnect(args: argparse.Namespace) -> int:
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
-    async def run(engine: Engine) -> Any:
-        return await engine.remove(args.name)
+    from .client import quote
 
-    warning = asyncio.run(_with_engine(args, run))
+    service = _service()
+    if service is not None:
+        warning = _call(service, "DELETE", f"/v1/connections/{quote(args.name)}", timeout=120)["warning"]
+    else:
+
+        async def run(engine: Engine) -> Any:
+            return await engine.remove(args.name)
+
+        warning = asyncio.run(_with_engine(args, run))
     if warning:
         _err(f"warning: {warning}")
     print(f"Removed {args.name}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .engine import Engine
+    from .paths import Paths
+    from .service import BrokerService
+    from .socketpath import default_socket_path
+    from .store import Store
+    from .transport import Transport
+
+    paths = Paths.default()
+    config = load_config(paths)
+    policy = args.policy or config.client_policy
+    key_file = args.key_file or os.environ.get("MCP_TOKEN_BROKER_KEY_FILE")
+    store = Store(paths, _keystore_factory(key_file))
+    engine = Engine(store, Transport(limits=_limits()))
+    service = BrokerService(
+        paths=paths,
+        store=store,
+        engine=engine,
+        socket_path=default_socket_path(),
+        policy=policy,  # type: ignore[arg-type]
+        approval_timeout=args.approval_timeout,
+    )
+
+    def started() -> None:
+        _err(f"serving on {service.api.socket_path} (client policy: {policy}); Ctrl-C stops")
+
+    asyncio.run(service.run(on_started=started))
+    _err("stopped")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from .audit import read_audit
+    from .paths import Paths
+
+    entries = read_audit(Paths.default().state_dir / "audit.log", connection=args.connection, limit=args.limit or None)
+    if args.json:
+        for entry in entries:
+            print(json.dumps(entry))
+        return 0
+    if not entries:
+        print("No token has been handed out or refused yet.")
+        return 0
+    for e in entries:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.get("time", 0)))
+        detail = f" ({e['detail']})" if e.get("detail") else ""
+        print(f"{when}  {e.get('outcome', '?'):<7} {e.get('connection', '?'):<20} {e.get('client', '?')} [pid {e.get('pid')}]{detail}")
+    return 0
+
+
+def cmd_grants(args: argparse.Namespace) -> int:
+    service = _service()
+    if args.grants_command == "revoke":
+        if service is not None:
+            _call(service, "DELETE", f"/v1/grants/{args.grant_id}")
+        else:
+            from .grants import Grants
+            from .paths import Paths
+
+            if Grants(Paths.default().config_dir / "grants.json").revoke(args.grant_id) is None:
+                _err(f"no grant {args.grant_id!r}")
+                return 2
+        print(f"Revoked {args.grant_id}")
+        return 0
+    if service is not None:
+        grants = _call(service, "GET", "/v1/grants")["grants"]
+    else:
+        from .grants import Grants
+        from .paths import Paths
+
+        grants = [g.to_json() for g in Grants(Paths.default().config_dir / "grants.json").list()]
+    if args.json:
+        print(json.dumps({"grants": grants}, indent=2))
+        return 0
+    if not grants:
+        print("No grants. Clients get tokens by the service's policy.")
+        return 0
+    for g in grants:
+        verdict = "allow" if g["allow"] else "deny"
+        print(f"{g['id']}  {verdict:<5} {g['scope']:<7} {g['connection']:<20} {g['client_name']}")
+    return 0
+
+
+def cmd_approvals(args: argparse.Namespace) -> int:
+    service = _service()
+    if service is None:
+        _err(f"no broker service is running; start one with `{PROG} serve`")
+        return 6
+    pending = _call(service, "GET", "/v1/approvals")["approvals"]
+    if args.json:
+        print(json.dumps({"approvals": pending}, indent=2))
+    elif not pending:
+        print("Nothing is waiting for a decision.")
+    for a in pending if not args.json else ():
+        print(f"{a['id']}  {a['connection']:<20} {a['client']['name']} (pid {a['client']['pid']})")
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    service = _service()
+    if service is None:
+        _err(f"no broker service is running; start one with `{PROG} serve`")
+        return 6
+    _call(service, "POST", f"/v1/approvals/{args.approval_id}", {"decision": args.decision})
+    print(f"Answered {args.approval_id}: {args.decision}")
     return 0
 
 
@@ -359,6 +641,12 @@ COMMANDS = {
     "token": cmd_token,
     "disconnect": cmd_disconnect,
     "remove": cmd_remove,
+    "headers": cmd_headers,
+    "serve": cmd_serve,
+    "audit": cmd_audit,
+    "grants": cmd_grants,
+    "approvals": cmd_approvals,
+    "approve": cmd_approve,
 }
 
 
@@ -375,6 +663,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokerError as exc:
         _err(str(exc))
         return exc.exit_code
+    except _ServiceFailed as exc:
+        _err(str(exc))
+        return _EXIT_FOR_CODE.get(exc.code, 1)
     except KeyboardInterrupt:
         _err("cancelled")
         return 130

@@ -83,7 +83,9 @@ ConnectMode = Literal["browser", "no-browser", "paste"]
 class FlowEvent:
     """Progress of a `connect`, for the CLI's stderr and later the GUI."""
 
-    stage: Literal["discovering", "registering", "waiting_for_browser", "browser_failed", "exchanging", "done"]
+    stage: Literal[
+        "discovering", "registering", "waiting_for_browser", "browser_failed", "paste_rejected", "exchanging", "done"
+    ]
     message: str
     url: str | None = None
 
@@ -479,7 +481,7 @@ class Engine:
                         accepted, why = False, str(exc)
                     if accepted:
                         return
-                    log.warning("%s Paste the address the browser ended on after logging in.", why)
+                    emit(FlowEvent("paste_rejected", f"{why} Paste the address the browser ended on after logging in."))
 
             paste_task = asyncio.create_task(pasted())
         try:
@@ -532,7 +534,7 @@ class Engine:
                 failure = NotConnected(name, "needs re-authorization (no usable refresh token)")
             else:
                 try:
-                    new = await self._refresh(settings, st, tokens)
+                    new = await self.refresh_tokens(settings, st, tokens)
                 except (InvalidGrant, InvalidClient) as exc:
                     txn.states[name] = replace(
                         st,
@@ -554,7 +556,8 @@ class Engine:
             return tokens
         raise failure
 
-    async def _refresh(self, settings: ConnectionSettings, state: ConnectionState, tokens: TokenSet) -> TokenSet:
+    async def refresh_tokens(self, settings: ConnectionSettings, state: ConnectionState, tokens: TokenSet) -> TokenSet:
+        """One refresh-token grant. The caller persists the result."""
         assert settings.discovered and state.registration and tokens.refresh_token
         request = refresh_request(
             settings.discovered.auth_server,

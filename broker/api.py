@@ -1,0 +1,343 @@
+"""The socket API's HTTP/1.1 server: h11 on an asyncio Unix socket.
+
+Security and robustness, in the order a connection meets them:
+
+1. The socket lives in a 0700 directory and is bound under umask 0177, so
+   it is 0600 from the first instant.
+2. Every accepted connection's peer credentials are checked before a byte is
+   read; another UID is dropped.
+3. h11 parses; a request head may be at most `max_head` bytes and a body at
+   most `max_body`. A started request must be complete within
+   `request_timeout`; an idle keep-alive connection is closed after
+   `idle_timeout`. Each connection is its own task, so slow or idle clients
+   never hold up others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import os
+import socket
+import stat
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+import h11
+
+from .errors import BrokerError
+from .identity import ClientIdentity, identify
+from .peercred import PeerCredentials, peer_credentials
+
+__all__ = ["ApiError", "ApiRequest", "Peer", "ApiServer", "AlreadyRunning", "SocketDirUnsafe"]
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error answer: `{"error": code, "message": message}` with `status`."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class AlreadyRunning(BrokerError):
+    exit_code = 6
+
+
+class SocketDirUnsafe(BrokerError):
+    exit_code = 3
+
+
+@dataclass
+class Peer:
+    """The process on the other end of one socket connection."""
+
+    creds: PeerCredentials
+    _identify: Callable[[int | None], ClientIdentity]
+    _identity: ClientIdentity | None = None
+
+    @property
+    def identity(self) -> ClientIdentity:
+        # Read /proc once per connection, and only when a token is asked for.
+        if self._identity is None:
+            self._identity = self._identify(self.creds.pid)
+        return self._identity
+
+
+@dataclass
+class ApiRequest:
+    method: str
+    path: str
+    query: dict[str, str]
+    body: Any
+    peer: Peer
+    segments: tuple[str, ...] = field(default=())
+
+
+Handler = Callable[[ApiRequest], Awaitable[tuple[int, Any]]]
+
+_JSON = [("Content-Type", "application/json")]
+
+
+class ApiServer:
+    def __init__(
+        self,
+        handler: Handler,
+        socket_path: str | Path,
+        *,
+        max_head: int = 16 * 1024,
+        max_body: int = 64 * 1024,
+        request_timeout: float = 10.0,
+        idle_timeout: float = 60.0,
+        identify: Callable[[int | None], ClientIdentity] = identify,
+    ) -> None:
+        self.handler = handler
+        self.socket_path = Path(socket_path)
+        self.max_head = max_head
+        self.max_body = max_body
+        self.request_timeout = request_timeout
+        self.idle_timeout = idle_timeout
+        self._identify = identify
+        self._server: asyncio.base_events.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.rejected_peers = 0
+
+    # -- socket setup ---------------------------------------------------------
+
+    def _prepare_dir(self) -> None:
+        directory = self.socket_path.parent
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.lstat(directory)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            raise SocketDirUnsafe(f"{directory} is not a directory owned by you; refusing to put the socket there")
+        if stat.S_IMODE(st.st_mode) != 0o700:
+            os.chmod(directory, 0o700)
+
+    def _bind(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            sock.bind(str(self.socket_path))
+        except OSError:
+            sock.close()
+            raise
+        finally:
+            os.umask(old)
+        os.chmod(self.socket_path, 0o600)
+        sock.listen(1024)
+        sock.setblocking(False)
+        return sock
+
+    def _remove_stale_socket(self) -> None:
+        """A socket file nobody listens on is left over from a crash."""
+        path = str(self.socket_path)
+        if not os.path.lexists(path):
+            return
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise SocketDirUnsafe(f"{path} exists and is not a socket; refusing to replace it")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(2)
+        try:
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            log.info("removing stale socket %s", path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+                raise
+        finally:
+            probe.close()
+        raise AlreadyRunning(f"another broker is already serving on {path}")
+
+    async def start(self) -> None:
+        self._prepare_dir()
+        self._remove_stale_socket()
+        sock = self._bind()
+        self._server = await asyncio.start_unix_server(self._accept, sock=sock, limit=self.max_head)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._tasks):
+                task.cancel()
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+
+    @property
+    def connections(self) -> int:
+        return len(self._tasks)
+
+    # -- connections ----------------------------------------------------------
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            sock = writer.get_extra_info("socket")
+            try:
+                creds = peer_credentials(sock)
+            except OSError:
+                creds = None
+            if creds is None or creds.uid != os.getuid():
+                # Before reading a single byte.
+                self.rejected_peers += 1
+                log.warning("refused a connection from uid %s", creds.uid if creds else "unknown")
+                return
+            await self._serve(reader, writer, Peer(creds, self._identify))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head)
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                request, body = await self._read_request(conn, reader, loop)
+            except TimeoutError:
+                # Idle keep-alive: just close. Half-sent request: say why.
+                if conn.their_state is h11.SEND_BODY or conn.trailing_data[0]:
+                    await self._send_error(conn, writer, ApiError(408, "timeout", "request not completed in time"))
+                return
+            except _TooLarge:
+                await self._send_error(conn, writer, ApiError(413, "bad_request", "request too large"))
+                return
+            except h11.RemoteProtocolError as exc:
+                await self._send_error(conn, writer, ApiError(exc.error_status_hint, "bad_request", "malformed HTTP request"))
+                return
+            if request is None:
+                return  # the client closed the connection
+            status, payload = await self._dispatch(request, body, peer)
+            keep_alive = await self._send(conn, writer, status, payload)
+            if not keep_alive:
+                return
+            conn.start_next_cycle()
+
+    async def _read_request(
+        self, conn: h11.Connection, reader: asyncio.StreamReader, loop: asyncio.AbstractEventLoop
+    ) -> tuple[h11.Request | None, bytes]:
+        request: h11.Request | None = None
+        body = bytearray()
+        deadline: float | None = None
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                if deadline is None and not conn.trailing_data[0]:
+                    timeout = self.idle_timeout
+                else:
+                    if deadline is None:
+                        deadline = loop.time() + self.request_timeout
+                    timeout = deadline - loop.time()
+                    if timeout <= 0:
+                        raise TimeoutError
+                async with asyncio.timeout(timeout):
+                    data = await reader.read(65536)
+                if deadline is None:
+                    deadline = loop.time() + self.request_timeout
+                conn.receive_data(data)
+                if not data and conn.their_state is h11.IDLE:
+                    return None, b""
+                continue
+            if isinstance(event, h11.Request):
+                request = event
+                length = _content_length(event)
+                if length is not None and length > self.max_body:
+                    raise _TooLarge
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > self.max_body:
+                    raise _TooLarge
+            elif isinstance(event, h11.EndOfMessage):
+                return request, bytes(body)
+            elif isinstance(event, h11.ConnectionClosed):
+                return None, b""
+            else:
+                return None, b""
+
+    async def _dispatch(self, request: h11.Request, body: bytes, peer: Peer) -> tuple[int, Any]:
+        target = request.target.decode("ascii", "replace")
+        path, _, query_string = target.partition("?")
+        try:
+            query = dict(parse_qsl(query_string, max_num_fields=20))
+            parsed: Any = None
+            if body:
+                try:
+                    parsed = json.loads(body)
+                except ValueError:
+                    raise ApiError(400, "bad_request", "the body is not JSON") from None
+            segments = tuple(unquote(s) for s in path.strip("/").split("/")) if path.strip("/") else ()
+            api_request = ApiRequest(request.method.decode(), path, query, parsed, peer, segments)
+            return await self.handler(api_request)
+        except ApiError as exc:
+            return exc.status, {"error": exc.code, "message": exc.message}
+        except ValueError:
+            return 400, {"error": "bad_request", "message": "malformed query string"}
+        except Exception:
+            log.exception("internal error answering %s %s", request.method.decode(), path)
+            return 500, {"error": "internal_error", "message": "the broker hit an internal error; see its log"}
+
+    async def _send(self, conn: h11.Connection, writer: asyncio.StreamWriter, status: int, payload: Any) -> bool:
+        data = json.dumps(payload, separators=(",", ":")).encode() + b"\n"
+        headers = [*_JSON, ("Content-Length", str(len(data)))]
+        writer.write(conn.send(h11.Response(status_code=status, headers=headers)))
+        writer.write(conn.send(h11.Data(data=data)))
+        writer.write(conn.send(h11.EndOfMessage()))
+        await writer.drain()
+        return conn.our_state is h11.DONE and conn.their_state is h11.DONE
+
+    async def _send_error(self, conn: h11.Connection, writer: asyncio.StreamWriter, error: ApiError) -> None:
+        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        data = json.dumps({"error": error.code, "message": error.message}).encode()
+        try:
+            writer.write(
+                conn.send(
+                    h11.Response(
+                        status_code=error.status,
+                        headers=[*_JSON, ("Content-Length", str(len(data))), ("Connection", "close")],
+                    )
+                )
+            )
+            writer.write(conn.send(h11.Data(data=data)))
+            writer.write(conn.send(h11.EndOfMessage()))
+            await writer.drain()
+        except (h11.LocalProtocolError, ConnectionError):
+            pass
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _content_length(request: h11.Request) -> int | None:
+    for name, value in request.headers:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None

@@ -1,0 +1,97 @@
+"""The append-only audit log: who got which token, who was refused.
+
+One JSON object per line under the state dir. Each line is one `write(2)` on
+an `O_APPEND` descriptor: no fsync per line (auditing stays cheap on the
+token path), yet a line written is in the kernel's page cache and survives a
+crash of the process. Never a token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from .paths import ensure_private_dir
+
+__all__ = ["AuditLog", "read_audit", "Client"]
+
+MAX_BYTES = 10 << 20
+_CHECK_EVERY = 512
+
+
+class Client(Protocol):
+    name: str
+    pid: int | None
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+class AuditLog:
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time, max_bytes: int = MAX_BYTES) -> None:
+        self.path = path
+        self.clock = clock
+        self.max_bytes = max_bytes
+        self._fd: int | None = None
+        self._writes = 0
+
+    def _open(self) -> int:
+        if self._fd is None:
+            ensure_private_dir(self.path.parent)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return self._fd
+
+    def _rotate_if_big(self) -> None:
+        try:
+            if os.fstat(self._open()).st_size < self.max_bytes:
+                return
+        except OSError:
+            return
+        os.close(self._fd)  # type: ignore[arg-type]
+        self._fd = None
+        os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+
+    def record(self, *, connection: str, client: Client, outcome: str, detail: str | None = None) -> None:
+        who = client.to_json()  # paths made printable by the identity module
+        entry = {
+            "time": round(self.clock(), 3),
+            "connection": connection,
+            "outcome": outcome,
+            "client": client.name,
+            "pid": client.pid,
+            "exe": who.get("exe"),
+            "script": who.get("script"),
+        }
+        if detail:
+            entry["detail"] = detail
+        self._writes += 1
+        if self._writes % _CHECK_EVERY == 0:
+            self._rotate_if_big()
+        os.write(self._open(), (json.dumps(entry, separators=(",", ":")) + "\n").encode())
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def read_audit(path: Path, *, connection: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    """Entries oldest first (the rotated file, then the current one). A torn
+    last line from a crash is skipped, not fatal."""
+    entries: list[dict[str, Any]] = []
+    for file in (path.with_name(path.name + ".1"), path):
+        try:
+            with open(file, "rb") as f:
+                for line in f:
+                    try:
+                        entry = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(entry, dict) and (connection is None or entry.get("connection") == connection):
+                        entries.append(entry)
+        except FileNotFoundError:
+            continue
+    return entries[-limit:] if limit else entries

@@ -1,0 +1,128 @@
+"""A small client for the broker's socket API. Standard library only.
+
+`mcp-token-broker token` runs through here on every request an MCP client
+makes, so this module imports nothing heavy: a plain AF_UNIX socket, one
+HTTP/1.1 request per connection, and a response read with a size cap and a
+timeout. Python MCP clients can use `BrokerClient.token()` directly, or
+`broker.httpx_auth.BrokerAuth` with httpx-based transports.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from .socketpath import default_socket_path
+
+__all__ = ["BrokerClient", "ServiceError", "ServiceUnavailable", "MAX_RESPONSE"]
+
+MAX_RESPONSE = 1 << 20
+
+
+class ServiceUnavailable(Exception):
+    """No broker service answers on the socket."""
+
+
+class ServiceError(Exception):
+    """The service answered with an error: `code` is the API's error code."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class BrokerClient:
+    def __init__(self, socket_path: str | None = None, *, timeout: float = 30.0) -> None:
+        self.socket_path = socket_path or default_socket_path()
+        self.timeout = timeout
+
+    # -- transport ------------------------------------------------------------
+
+    def request(self, method: str, path: str, body: object = None, *, timeout: float | None = None) -> dict:
+        """Send one request; return the decoded JSON body or raise."""
+        payload = b"" if body is None else json.dumps(body).encode()
+        head = f"{method} {path} HTTP/1.1\r\nHost: broker\r\nConnection: close\r\nAccept: application/json\r\n"
+        if body is not None:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+        data = head.encode("ascii") + b"\r\n" + payload
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout if timeout is not None else self.timeout)
+        try:
+            try:
+                sock.connect(self.socket_path)
+            except (FileNotFoundError, ConnectionRefusedError) as exc:
+                raise ServiceUnavailable(f"no broker service at {self.socket_path}") from exc
+            sock.sendall(data)
+            chunks = []
+            size = 0
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > MAX_RESPONSE:
+                    raise ServiceError(0, "bad_response", "the broker's answer is too large")
+                chunks.append(chunk)
+        except socket.timeout:
+            raise ServiceError(0, "timeout", "the broker did not answer in time") from None
+        finally:
+            sock.close()
+        return _parse(b"".join(chunks))
+
+    # -- API --------------------------------------------------------------------
+
+    def health(self) -> dict:
+        return self.request("GET", "/v1/health", timeout=min(self.timeout, 5.0))
+
+    def is_running(self) -> bool:
+        try:
+            return self.health().get("status") == "ok"
+        except (ServiceUnavailable, ServiceError, OSError):
+            return False
+
+    def connections(self) -> list[dict]:
+        return self.request("GET", "/v1/connections")["connections"]
+
+    def connection(self, name: str) -> dict:
+        return self.request("GET", f"/v1/connections/{quote(name, safe='')}")
+
+    def token(self, name: str, *, min_ttl: int | None = None) -> dict:
+        """`{"access_token", "token_type", "expires_at", "scope"}`."""
+        query = f"?min_ttl={int(min_ttl)}" if min_ttl is not None else ""
+        return self.request("GET", f"/v1/connections/{quote(name, safe='')}/token{query}")
+
+
+_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-~")
+
+
+def quote(value: str, safe: str = "") -> str:
+    """Percent-encode a path segment (urllib.parse is too slow to import here)."""
+    return "".join(chr(b) if b in _SAFE else f"%{b:02X}" for b in value.encode())
+
+
+def _parse(raw: bytes) -> dict:
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    if not sep:
+        raise ServiceError(0, "bad_response", "the broker closed the connection without an answer")
+    lines = head.split(b"\r\n")
+    try:
+        status = int(lines[0].split(b" ", 2)[1])
+    except (IndexError, ValueError):
+        raise ServiceError(0, "bad_response", "the broker's answer is not HTTP") from None
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            try:
+                body = body[: int(value.strip())]
+            except ValueError:
+                pass
+    try:
+        doc = json.loads(body) if body else {}
+    except ValueError:
+        raise ServiceError(status, "bad_response", "the broker's answer is not JSON") from None
+    if not isinstance(doc, dict):
+        raise ServiceError(status, "bad_response", "the broker's answer is not a JSON object")
+    if status >= 400:
+        raise ServiceError(status, str(doc.get("error", "error")), str(doc.get("message", f"HTTP {status}")))
+    return doc

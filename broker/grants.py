@@ -1,0 +1,160 @@
+"""Which client may have which connection's token.
+
+A grant is (client identity key, connection) -> allow or deny, for this
+session (memory) or always (the grants file in the config dir). Lookups are
+dictionary hits: they sit on the token path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from .atomic import atomic_write
+from .errors import SettingsCorrupt, UsageError
+
+__all__ = ["Grant", "Grants", "Decision", "ApprovalRequest", "DECISIONS", "Policy", "POLICIES"]
+
+Decision = Literal["allow_session", "allow_always", "deny_session", "deny_always"]
+DECISIONS: tuple[str, ...] = ("allow_session", "allow_always", "deny_session", "deny_always")
+Policy = Literal["ask", "allow", "deny"]
+POLICIES: tuple[str, ...] = ("ask", "allow", "deny")
+FORMAT = "mcp-token-broker-grants"
+
+
+def grant_id(client_key: str, connection: str) -> str:
+    return hashlib.sha256(f"{client_key}\0{connection}".encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Grant:
+    client_key: str
+    client_name: str
+    connection: str
+    allow: bool
+    scope: Literal["session", "always"]
+    created_at: int
+
+    @property
+    def id(self) -> str:
+        return grant_id(self.client_key, self.connection)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, **asdict(self)}
+
+
+class Grants:
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.clock = clock
+        self._grants: dict[tuple[str, str], Grant] = {}
+        self._load()
+
+    def _load(self) -> None:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return
+        try:
+            doc = json.loads(raw)
+            if doc.get("format") != FORMAT:
+                raise ValueError
+            for item in doc["grants"]:
+                g = Grant(
+                    client_key=item["client_key"],
+                    client_name=item["client_name"],
+                    connection=item["connection"],
+                    allow=bool(item["allow"]),
+                    scope="always",
+                    created_at=int(item["created_at"]),
+                )
+                self._grants[(g.client_key, g.connection)] = g
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise SettingsCorrupt(f"the grants file {self.path} is damaged; fix or move it aside") from None
+
+    def _save(self) -> None:
+        always = [
+            {k: v for k, v in g.to_json().items() if k not in ("id", "scope")}
+            for g in self._grants.values()
+            if g.scope == "always"
+        ]
+        doc = {"format": FORMAT, "schema": 1, "grants": sorted(always, key=lambda g: (g["connection"], g["client_name"]))}
+        atomic_write(self.path, json.dumps(doc, indent=2).encode() + b"\n")
+
+    def decide(self, client_key: str, connection: str) -> bool | None:
+        grant = self._grants.get((client_key, connection))
+        return None if grant is None else grant.allow
+
+    def record(self, client_key: str, client_name: str, connection: str, decision: Decision) -> Grant:
+        if decision not in DECISIONS:
+            raise UsageError(f"unknown decision {decision!r}; use one of {', '.join(DECISIONS)}")
+        grant = Grant(
+            client_key=client_key,
+            client_name=client_name,
+            connection=connection,
+            allow=decision.startswith("allow"),
+            scope="always" if decision.endswith("always") else "session",
+            created_at=int(self.clock()),
+        )
+        previous = self._grants.get((client_key, connection))
+        self._grants[(client_key, connection)] = grant
+        if grant.scope == "always" or (previous is not None and previous.scope == "always"):
+            self._save()
+        return grant
+
+    def list(self) -> list[Grant]:
+        return sorted(self._grants.values(), key=lambda g: (g.connection, g.client_name))
+
+    def revoke(self, gid: str) -> Grant | None:
+        for key, grant in list(self._grants.items()):
+            if grant.id == gid:
+                del self._grants[key]
+                if grant.scope == "always":
+                    self._save()
+                return grant
+        return None
+
+    def forget_connection(self, connection: str) -> None:
+        doomed = [key for key in self._grants if key[1] == connection]
+        for key in doomed:
+            del self._grants[key]
+        if doomed:
+            self._save()
+
+
+class ApprovalRequest:
+    """A held token request waiting for the user's answer (the `ask` policy)."""
+
+    def __init__(self, *, connection: str, client: Any, grants: Grants) -> None:
+        self.connection = connection
+        self.client = client
+        self._grants = grants
+        self._future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    def answer(self, decision: Decision) -> None:
+        """Record the decision as a grant and release the waiting request.
+        Safe to call from another thread via `loop.call_soon_threadsafe`."""
+        if self._future.done():
+            return
+        if decision not in DECISIONS:
+            raise UsageError(f"unknown decision {decision!r}; use one of {', '.join(DECISIONS)}")
+        if self.client.key:  # an unidentified client gets this answer only, never a grant
+            self._grants.record(self.client.key, self.client.name, self.connection, decision)
+        self._future.set_result(decision.startswith("allow"))
+
+    @property
+    def answered(self) -> bool:
+        return self._future.done()
+
+    async def wait(self, timeout: float) -> bool | None:
+        """True/False once answered; None if nobody answered in time."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._future), timeout)
+        except TimeoutError:
+            return None

@@ -1,0 +1,127 @@
+"""URL routes of the socket API (the names are the contract; see
+docs/socket-api.md)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from .api import ApiError, ApiRequest
+
+if TYPE_CHECKING:
+    from .service import BrokerService
+
+__all__ = ["route"]
+
+_MODES = ("browser", "no-browser", "paste")
+
+
+def _int_param(request: ApiRequest, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "bad_request", f"{name} must be a whole number of seconds") from None
+    if not low <= value <= high:
+        raise ApiError(400, "bad_request", f"{name} must be between {low} and {high}")
+    return value
+
+
+def _body(request: ApiRequest) -> dict[str, Any]:
+    if request.body is None:
+        return {}
+    if not isinstance(request.body, dict):
+        raise ApiError(400, "bad_request", "the body must be a JSON object")
+    return request.body
+
+
+def _method(request: ApiRequest, *allowed: str) -> None:
+    if request.method not in allowed:
+        raise ApiError(405, "method_not_allowed", f"{request.method} is not allowed here")
+
+
+async def route(service: BrokerService, request: ApiRequest) -> tuple[int, Any]:
+    seg = request.segments
+    if not seg or seg[0] != "v1":
+        raise ApiError(404, "not_found", "unknown endpoint; see docs/socket-api.md")
+    seg = seg[1:]
+    match seg:
+        case ("health",):
+            _method(request, "GET")
+            return 200, service.health()
+        case ("connections",):
+            if request.method == "POST":
+                return 201, await service.add(_body(request))
+            _method(request, "GET")
+            return 200, {"connections": service.views()}
+        case ("connections", name):
+            if request.method == "DELETE":
+                return 200, await service.remove(name)
+            _method(request, "GET")
+            if request.query.get("detail") == "full":
+                return 200, service.show(name)
+            return 200, service.view(name)
+        case ("connections", name, "token"):
+            _method(request, "GET")
+            min_ttl = _int_param(request, "min_ttl", 0, 0, 86400)
+            tokens = await service.token_for(name, request.peer.identity, min_ttl=min_ttl)
+            return 200, {
+                "access_token": tokens.access_token.reveal(),
+                "token_type": "Bearer",
+                "expires_at": tokens.expires_at,
+                "scope": " ".join(tokens.scope),
+            }
+        case ("connections", name, "connect"):
+            _method(request, "POST")
+            mode = _body(request).get("mode", "browser")
+            if mode not in _MODES:
+                raise ApiError(400, "bad_request", f"mode must be one of {', '.join(_MODES)}")
+            flow = service.start_flow(name, mode)
+            return 202, flow.to_json()
+        case ("connections", name, "disconnect"):
+            _method(request, "POST")
+            return 200, await service.disconnect(name)
+        case ("flows", flow_id):
+            if request.method == "DELETE":
+                flow = service.flow(flow_id)
+                if flow.task is not None and not flow.task.done():
+                    flow.task.cancel()
+                return 200, flow.to_json()
+            _method(request, "GET")
+            flow = service.flow(flow_id)
+            after = _int_param(request, "after", 0, 0, 1_000_000)
+            wait = _int_param(request, "wait", 0, 0, 60)
+            if wait and not flow.done and len(flow.events) <= after:
+                flow.changed.clear()
+                try:
+                    await asyncio.wait_for(flow.changed.wait(), wait)
+                except TimeoutError:
+                    pass
+            return 200, flow.to_json(after)
+        case ("flows", flow_id, "paste"):
+            _method(request, "POST")
+            url = _body(request).get("url")
+            if not isinstance(url, str) or not url:
+                raise ApiError(400, "bad_request", "send {\"url\": \"<the address the browser ended on>\"}")
+            flow = service.flow(flow_id)
+            flow.pasted.put_nowait(url)
+            return 202, {"queued": True}
+        case ("grants",):
+            _method(request, "GET")
+            return 200, {"grants": [g.to_json() for g in service.grants.list()]}
+        case ("grants", grant_id):
+            _method(request, "DELETE")
+            grant = service.grants.revoke(grant_id)
+            if grant is None:
+                raise ApiError(404, "unknown_grant", f"no grant {grant_id!r}")
+            return 200, {"revoked": grant.to_json()}
+        case ("approvals",):
+            _method(request, "GET")
+            return 200, {"approvals": service.pending_approvals()}
+        case ("approvals", approval_id):
+            _method(request, "POST")
+            service.answer_approval(approval_id, str(_body(request).get("decision", "")))
+            return 200, {"answered": approval_id}
+    raise ApiError(404, "not_found", "unknown endpoint; see docs/socket-api.md")

@@ -1,0 +1,591 @@
+"""The broker service: one asyncio object that owns the tokens.
+
+It holds the registry and vault (through the `Store`, as the only writer
+while it runs), refreshes in the background, serves the socket API, and
+emits `broker.events` for the GUI. `mcp-token-broker serve` runs it
+headless; the GUI runs the same object on a worker thread.
+
+Refresh rules:
+
+- proactive: at `schedule.refresh_deadline` (min(max(60 s, L/4), L/2) before
+  expiry, with jitter);
+- single flight: one in-flight refresh task per connection, which every
+  caller awaits;
+- rotation safe: the new token set is written to the vault before anyone
+  sees it, and a refresh whose refresh token is no longer the stored one
+  (disconnected or replaced meanwhile) changes nothing;
+- network errors and 5xx back off exponentially and keep the old token in
+  service; `invalid_grant` (or no refresh token) means `reauth_required`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import secrets
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .api import AlreadyRunning, ApiError, ApiRequest, ApiServer
+from .atomic import file_lock
+from .audit import AuditLog
+from .engine import ConnectMode, Engine, FlowEvent
+from .errors import (
+    BrokerError,
+    InvalidClient,
+    InvalidGrant,
+    NotConnected,
+    RemoteError,
+    StorageError,
+    UnknownConnection,
+    UsageError,
+    VaultLocked,
+)
+from .events import (
+    AccessDenied,
+    ClientAsked,
+    ConnectionChanged,
+    ConnectionRemoved,
+    EventBus,
+    FlowProgress,
+    ReauthRequired,
+    RefreshFailed,
+    TokenRefreshed,
+    TokenServed,
+)
+from .grants import DECISIONS, POLICIES, ApprovalRequest, Grants, Policy
+from .identity import ClientIdentity
+from .model import ConnectionSettings, ConnectionState, public_view
+from .paths import Paths, ensure_private_dir
+from .routes import route
+from .schedule import Scheduler, backoff_delay, refresh_deadline, refresh_margin
+from .secret import Secret
+from .store import Store
+from .tokens import TokenSet
+
+__all__ = ["BrokerService", "Flow", "MIN_SERVE_TTL"]
+
+log = logging.getLogger(__name__)
+
+#: A token is never handed out with less than this left.
+MIN_SERVE_TTL = 10
+
+
+class _RefreshError(Exception):
+    def __init__(self, api_error: ApiError) -> None:
+        super().__init__(api_error.message)
+        self.api_error = api_error
+
+
+@dataclass
+class Flow:
+    """A `connect` running inside the service, followed by the CLI or GUI."""
+
+    id: str
+    name: str
+    mode: ConnectMode
+    events: list[dict[str, Any]] = field(default_factory=list)
+    done: bool = False
+    error: dict[str, str] | None = None
+    task: asyncio.Task[Any] | None = None
+    pasted: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def push(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+        self.changed.set()
+
+    def to_json(self, after: int = 0) -> dict[str, Any]:
+        return {
+            "flow_id": self.id,
+            "name": self.name,
+            "events": self.events[after:],
+            "next": len(self.events),
+            "done": self.done,
+            "error": self.error,
+        }
+
+
+def _error_code(exc: BrokerError) -> ApiError:
+    if isinstance(exc, UnknownConnection):
+        return ApiError(404, "unknown_connection", str(exc))
+    if isinstance(exc, NotConnected):
+        return ApiError(409, "authorization_required", str(exc))
+    if isinstance(exc, UsageError):
+        return ApiError(400, "bad_request", str(exc))
+    if isinstance(exc, StorageError):
+        return ApiError(500, "storage_error", str(exc))
+    if isinstance(exc, RemoteError):
+        return ApiError(502, "remote_error", str(exc))
+    return ApiError(500, "flow_error" if exc.exit_code == 4 else "error", str(exc))
+
+
+class BrokerService:
+    def __init__(
+        self,
+        *,
+        paths: Paths,
+        store: Store,
+        engine: Engine,
+        socket_path: str | Path,
+        policy: Policy = "allow",
+        approval_timeout: float = 60.0,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        events: EventBus | None = None,
+        audit: AuditLog | None = None,
+        grants: Grants | None = None,
+        api_options: dict[str, Any] | None = None,
+        max_sleep: float = 60.0,
+    ) -> None:
+        if policy not in POLICIES:
+            raise UsageError(f"unknown client policy {policy!r}; use one of {', '.join(POLICIES)}")
+        self.paths = paths
+        self.store = store
+        self.engine = engine
+        self.policy = policy
+        self.approval_timeout = approval_timeout
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.events = events or EventBus()
+        self.audit = audit or AuditLog(paths.state_dir / "audit.log", clock=clock)
+        self.grants = grants or Grants(paths.config_dir / "grants.json", clock=clock)
+        self.api = ApiServer(self.handle, socket_path, **(api_options or {}))
+        self.scheduler = Scheduler(self._fire_refresh, clock=clock, max_sleep=max_sleep)
+        self._settings: dict[str, ConnectionSettings] = {}
+        self._states: dict[str, ConnectionState] = {}
+        self._inflight: dict[str, asyncio.Task[TokenSet]] = {}
+        self._failures: dict[str, int] = {}
+        self._retry_at: dict[str, float] = {}
+        self._flows: dict[str, Flow] = {}
+        self._approvals: dict[str, ApprovalRequest] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._scheduler_task: asyncio.Task[None] | None = None
+        self._instance_lock: contextlib.ExitStack | None = None
+        self._stopping = asyncio.Event()
+        self.started_at = 0.0
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._take_instance_lock()
+        try:
+            self._reload()
+            await self.api.start()
+        except BaseException:
+            self._release_instance_lock()
+            raise
+        for name in self._settings:
+            self._schedule(name)
+        self._scheduler_task = asyncio.create_task(self.scheduler.run(), name="refresh-scheduler")
+        self.started_at = self.clock()
+        log.info("serving on %s (policy %s)", self.api.socket_path, self.policy)
+
+    def _take_instance_lock(self) -> None:
+        stack = contextlib.ExitStack()
+        lock_path = self.api.socket_path.with_name(self.api.socket_path.name + ".lock")
+        ensure_private_dir(lock_path.parent)
+        try:
+            stack.enter_context(file_lock(lock_path, timeout=0.2))
+        except VaultLocked:
+            raise AlreadyRunning(
+                f"a broker service is already running (socket {self.api.socket_path}); "
+                "use it, or stop it before starting another"
+            ) from None
+        self._instance_lock = stack
+
+    def _release_instance_lock(self) -> None:
+        if self._instance_lock is not None:
+            self._instance_lock.close()
+            self._instance_lock = None
+
+    async def stop(self) -> None:
+        """Stop serving: no new requests, let refreshes finish their writes,
+        remove the socket."""
+        self._stopping.set()
+        if self._scheduler_task is not None:
+            self._scheduler_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scheduler_task
+        await self.api.close()
+        for flow in self._flows.values():
+            if flow.task is not None and not flow.task.done():
+                flow.task.cancel()
+        if self._inflight:
+            # A refresh in flight may be between the grant and the vault write:
+            # let it land, or the rotated refresh token would be lost.
+            await asyncio.wait(list(self._inflight.values()), timeout=15)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.audit.close()
+        await self.engine.transport.aclose()
+        self._release_instance_lock()
+
+    async def run(self, *, install_signal_handlers: bool = True, on_started: Callable[[], None] | None = None) -> None:
+        """Start, serve until SIGINT/SIGTERM (or `request_stop`), stop."""
+        await self.start()
+        if on_started is not None:
+            on_started()
+        loop = asyncio.get_running_loop()
+        if install_signal_handlers:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self._stopping.set)
+        try:
+            await self._stopping.wait()
+        finally:
+            if install_signal_handlers:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+            await self.stop()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- state cache ----------------------------------------------------------
+
+    def _reload(self) -> None:
+        self._settings = self.store.load_settings()
+        self._states = self.store.load_states() if self._settings else {}
+
+    def view(self, name: str) -> dict[str, Any]:
+        settings = self._settings.get(name)
+        if settings is None:
+            raise ApiError(404, "unknown_connection", f"no connection named {name!r}")
+        return public_view(settings, self._states.get(name), self.clock())
+
+    def views(self) -> list[dict[str, Any]]:
+        now = self.clock()
+        return [public_view(s, self._states.get(n), now) for n, s in sorted(self._settings.items())]
+
+    def _changed(self, name: str) -> None:
+        if name in self._settings:
+            self.events.emit(ConnectionChanged(name, self.view(name)))
+
+    def _schedule(self, name: str) -> None:
+        state = self._states.get(name)
+        tokens = state.tokens if state else None
+        if (
+            tokens is None
+            or state.reauth_required  # type: ignore[union-attr]
+            or tokens.refresh_token is None
+            or tokens.expires_at is None
+        ):
+            self.scheduler.set(name, None)
+            return
+        retry = self._retry_at.get(name)
+        when = refresh_deadline(tokens.obtained_at, tokens.expires_at, self.rng)
+        self.scheduler.set(name, max(when, retry) if retry else when)
+
+    # -- refresh --------------------------------------------------------------
+
+    def _fire_refresh(self, name: str) -> None:
+        if name in self._settings and name not in self._inflight:
+            task = self.refresh(name)
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # errors are handled inside
+
+    def refresh(self, name: str) -> asyncio.Task[TokenSet]:
+        """The single in-flight refresh of `name`, started if none runs."""
+        task = self._inflight.get(name)
+        if task is None:
+            task = asyncio.create_task(self._do_refresh(name), name=f"refresh-{name}")
+            self._inflight[name] = task
+            task.add_done_callback(lambda _t: self._inflight.pop(name, None))
+        return task
+
+    async def _persist(self, name: str, change: Callable[[ConnectionState], ConnectionState | None]) -> ConnectionState | None:
+        """Apply `change` to the stored state in a vault transaction, off the
+        event loop; update the cache. `change` returning None means no-op."""
+
+        def write() -> ConnectionState | None:
+            with self.store.transaction() as txn:
+                if name not in txn.settings:
+                    return None
+                current = txn.states.get(name) or ConnectionState()
+                new = change(current)
+                if new is None:
+                    return current
+                txn.states[name] = new
+                return new
+
+        result = await asyncio.to_thread(write)
+        if result is not None and name in self._settings:
+            self._states[name] = result
+        return result
+
+    async def _do_refresh(self, name: str) -> TokenSet:
+        settings = self._settings.get(name)
+        state = self._states.get(name)
+        tokens = state.tokens if state else None
+        if settings is None or state is None or tokens is None:
+            raise _RefreshError(ApiError(409, "authorization_required", f"{name} is not connected"))
+        if state.reauth_required or tokens.refresh_token is None or state.registration is None:
+            await self._mark_reauth(name, tokens, "no usable refresh token")
+            raise _RefreshError(
+                ApiError(409, "authorization_required", f"{name} needs re-authorization: run `mcp-token-broker connect {name}`")
+            )
+        used = tokens.refresh_token
+        try:
+            new = await self.engine.refresh_tokens(settings, state, tokens)
+        except (InvalidGrant, InvalidClient) as exc:
+            await self._mark_reauth(name, tokens, f"the refresh was refused ({exc.error})", drop_registration=isinstance(exc, InvalidClient))
+            raise _RefreshError(
+                ApiError(409, "authorization_required", f"{name} needs re-authorization ({exc.error}): run `mcp-token-broker connect {name}`")
+            ) from None
+        except RemoteError as exc:
+            failures = self._failures.get(name, 0) + 1
+            self._failures[name] = failures
+            retry_at = self.clock() + backoff_delay(failures, self.rng)
+            self._retry_at[name] = retry_at
+            self.scheduler.set(name, retry_at)
+            await self._persist(name, lambda st: replace(st, last_error=str(exc)))
+            self.events.emit(RefreshFailed(name, str(exc), retry_at))
+            log.warning("refreshing %s failed (%s); retrying in %.0f s", name, exc, retry_at - self.clock())
+            raise _RefreshError(ApiError(503, "refresh_failed", f"refreshing {name} failed: {exc}")) from None
+
+        now = int(self.clock())
+
+        def store_new(st: ConnectionState) -> ConnectionState | None:
+            if st.tokens is None or st.tokens.refresh_token != used:
+                return None  # disconnected or replaced meanwhile: a stale result
+            return replace(st, tokens=new, last_refresh_at=now, last_error=None, reauth_required=False)
+
+        stored = await self._persist(name, store_new)
+        if stored is None or stored.tokens is not new:
+            current = self._states.get(name)
+            if current is None or current.tokens is None:
+                raise _RefreshError(ApiError(409, "authorization_required", f"{name} was disconnected"))
+            return current.tokens
+        self._failures.pop(name, None)
+        self._retry_at.pop(name, None)
+        self._schedule(name)
+        self.events.emit(TokenRefreshed(name, new.expires_at))
+        self._changed(name)
+        return new
+
+    async def _mark_reauth(self, name: str, tokens: TokenSet, reason: str, *, drop_registration: bool = False) -> None:
+        used = tokens.refresh_token
+
+        def mark(st: ConnectionState) -> ConnectionState | None:
+            if st.tokens is None or st.tokens.refresh_token != used:
+                return None  # a newer token set arrived: never wipe it
+            return replace(
+                st,
+                reauth_required=True,
+                last_error=reason,
+                registration=None if drop_registration else st.registration,
+            )
+
+        result = await self._persist(name, mark)
+        if result is not None and result.reauth_required:
+            self.scheduler.set(name, None)
+            self.events.emit(ReauthRequired(name, reason))
+            self._changed(name)
+
+    # -- the token path -------------------------------------------------------
+
+    async def _authorize(self, name: str, client: ClientIdentity) -> None:
+        # An unidentified client (empty key) never matches a stored grant:
+        # otherwise one "always" would cover every unidentified process.
+        decision = self.grants.decide(client.key, name) if client.key else None
+        if decision is None:
+            if self.policy == "allow":
+                return
+            if self.policy == "ask":
+                decision = await self._ask(name, client)
+            else:
+                decision = False
+        if not decision:
+            self.audit.record(connection=name, client=client, outcome="denied")
+            self.events.emit(AccessDenied(name, client.name, client.pid, "no grant"))
+            raise ApiError(403, "access_denied", f"{client.name} may not have {name}'s token")
+
+    async def _ask(self, name: str, client: ClientIdentity) -> bool:
+        # Concurrent requests from the same app for the same connection share one question.
+        key = f"{client.key}\0{name}"
+        request = self._approvals.get(key)
+        if request is None:
+            request = ApprovalRequest(connection=name, client=client, grants=self.grants)
+            request.id = secrets.token_hex(6)  # type: ignore[attr-defined]
+            self._approvals[key] = request
+            self.events.emit(ClientAsked(request))
+        try:
+            answer = await request.wait(self.approval_timeout)
+        finally:
+            if request.answered or self._approvals.get(key) is request:
+                self._approvals.pop(key, None)
+        return bool(answer)
+
+    async def token_for(self, name: str, client: ClientIdentity, *, min_ttl: float = 0) -> TokenSet:
+        if name not in self._settings:
+            raise ApiError(404, "unknown_connection", f"no connection named {name!r}")
+        await self._authorize(name, client)
+        state = self._states.get(name)
+        tokens = state.tokens if state else None
+        if tokens is None or state is None:
+            raise ApiError(409, "authorization_required", f"{name} is not connected: run `mcp-token-broker connect {name}`")
+        if state.reauth_required:
+            raise ApiError(409, "authorization_required", f"{name} needs re-authorization: run `mcp-token-broker connect {name}`")
+        now = self.clock()
+        if tokens.expires_at is not None:
+            remaining = tokens.expires_at - now
+            margin = refresh_margin(max(1.0, tokens.expires_at - tokens.obtained_at))
+            need = remaining <= margin or remaining < min_ttl
+            backing_off = self._retry_at.get(name, 0) > now
+            good_enough = remaining >= max(MIN_SERVE_TTL, min_ttl)
+            if need and not (backing_off and good_enough):
+                try:
+                    tokens = await asyncio.shield(self.refresh(name))
+                except _RefreshError as exc:
+                    if not good_enough:
+                        self.audit.record(connection=name, client=client, outcome="failed", detail=exc.api_error.code)
+                        raise exc.api_error from None
+        self.audit.record(connection=name, client=client, outcome="served")
+        if self.events.has_subscribers:
+            self.events.emit(TokenServed(name, client.name, client.pid))
+        return tokens
+
+    # -- admin operations -----------------------------------------------------
+
+    async def add(self, body: dict[str, Any]) -> dict[str, Any]:
+        secret = body.get("client_secret")
+        settings = await self.engine.add(
+            str(body.get("name", "")),
+            str(body.get("server_url", "")),
+            scopes=tuple(body.get("scopes") or ()),
+            client_id=body.get("client_id"),
+            client_secret=Secret(secret) if secret else None,
+            client_metadata_url=body.get("client_metadata_url"),
+            redirect_port=body.get("redirect_port"),
+            redirect_path=body.get("redirect_path") or "/callback",
+            use_resource=bool(body.get("use_resource", True)),
+        )
+        self._reload()
+        self._changed(settings.name)
+        return {"connection": self.view(settings.name), "settings": settings.to_json()}
+
+    def start_flow(self, name: str, mode: ConnectMode) -> Flow:
+        if name not in self._settings:
+            raise ApiError(404, "unknown_connection", f"no connection named {name!r}")
+        for flow in self._flows.values():
+            if flow.name == name and not flow.done:
+                return flow  # one login per connection at a time
+        flow = Flow(id=secrets.token_hex(8), name=name, mode=mode)
+
+        def on_event(event: FlowEvent) -> None:
+            flow.push({"stage": event.stage, "message": event.message, "url": event.url})
+            self.events.emit(FlowProgress(name, flow.id, event.stage, event.message, event.url))
+
+        async def run() -> None:
+            try:
+                await self.engine.connect(name, mode=mode, on_event=on_event, read_pasted_url=flow.pasted.get)
+            except asyncio.CancelledError:
+                flow.error = {"error": "cancelled", "message": "the login was cancelled"}
+                raise
+            except BrokerError as exc:
+                api_error = _error_code(exc)
+                flow.error = {"error": api_error.code, "message": str(exc)}
+            finally:
+                flow.done = True
+                flow.changed.set()
+                self._reload()
+                self._failures.pop(name, None)
+                self._retry_at.pop(name, None)
+                self._schedule(name)
+                self._changed(name)
+
+        flow.task = self._spawn(run(), f"connect-{name}")
+        self._flows[flow.id] = flow
+        # Forget finished flows after a while.
+        for old_id, old in list(self._flows.items()):
+            if old.done and old_id != flow.id and len(self._flows) > 32:
+                del self._flows[old_id]
+        return flow
+
+    def flow(self, flow_id: str) -> Flow:
+        flow = self._flows.get(flow_id)
+        if flow is None:
+            raise ApiError(404, "unknown_flow", f"no login flow {flow_id!r}")
+        return flow
+
+    async def disconnect(self, name: str) -> dict[str, Any]:
+        if name not in self._settings:
+            raise ApiError(404, "unknown_connection", f"no connection named {name!r}")
+        task = self._inflight.get(name)
+        if task is not None:
+            await asyncio.wait([task])
+        warning = await self.engine.disconnect(name)
+        self._reload()
+        self.scheduler.set(name, None)
+        self._changed(name)
+        return {"connection": self.view(name), "warning": warning}
+
+    async def remove(self, name: str) -> dict[str, Any]:
+        if name not in self._settings:
+            raise ApiError(404, "unknown_connection", f"no connection named {name!r}")
+        task = self._inflight.get(name)
+        if task is not None:
+            await asyncio.wait([task])
+        warning = await self.engine.remove(name)
+        self._reload()
+        self.scheduler.set(name, None)
+        self.grants.forget_connection(name)
+        self.events.emit(ConnectionRemoved(name))
+        return {"removed": name, "warning": warning}
+
+    def show(self, name: str) -> dict[str, Any]:
+        if name not in self._settings:
+            raise ApiError(404, "unknown_connection", f"no connection named {name!r}")
+        view = self.engine.show(name)
+        view["next_refresh_at"] = self.scheduler.deadline(name)
+        view["refresh_failures"] = self._failures.get(name, 0)
+        return view
+
+    def pending_approvals(self) -> list[dict[str, Any]]:
+        return [
+            {"id": r.id, "connection": r.connection, "client": r.client.to_json()}  # type: ignore[attr-defined]
+            for r in self._approvals.values()
+            if not r.answered
+        ]
+
+    def answer_approval(self, approval_id: str, decision: str) -> None:
+        if decision not in DECISIONS:
+            raise ApiError(400, "bad_request", f"decision must be one of {', '.join(DECISIONS)}")
+        for request in self._approvals.values():
+            if getattr(request, "id", None) == approval_id:
+                request.answer(decision)  # type: ignore[arg-type]
+                return
+        raise ApiError(404, "unknown_approval", f"no pending approval {approval_id!r}")
+
+    # -- HTTP routing ---------------------------------------------------------
+
+    async def handle(self, request: ApiRequest) -> tuple[int, Any]:
+        try:
+            return await route(self, request)
+        except BrokerError as exc:
+            error = _error_code(exc)
+            return error.status, {"error": error.code, "message": error.message}
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "version": __version__,
+            "pid": os.getpid(),
+            "policy": self.policy,
+            "connections": len(self._settings),
+        }
