@@ -97,3 +97,52 @@ def hostile_server():
     server = HostileServer()
     yield server
     server.close()
+
+
+class RunningService:
+    def __init__(self, proc, socket_path, log_path):
+        self.proc = proc
+        self.socket_path = socket_path
+        self.log_path = log_path
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self) -> int:
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=20)
+
+
+def start_service(cli, *args, env=None, log_name="serve.log"):
+    """`mcp-token-broker serve` as a real subprocess; waits for /v1/health."""
+    import time
+
+    from broker.client import BrokerClient
+
+    socket_path = Path(cli.env["XDG_RUNTIME_DIR"]) / "mcp-token-broker" / "broker.sock"
+    log_path = Path(cli.env["XDG_STATE_HOME"]).parent / log_name
+    log = open(log_path, "w")
+    proc = subprocess.Popen(
+        [cli.exe, "serve", *args], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env={**cli.env, **(env or {})}
+    )
+    client = BrokerClient(str(socket_path), timeout=2)
+    deadline = time.monotonic() + 20
+    while not client.is_running():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"serve did not start: {log_path.read_text()}")
+        time.sleep(0.05)
+    return RunningService(proc, socket_path, log_path)
+
+
+@pytest.fixture
+def service(cli):
+    running = start_service(cli)
+    yield running
+    code = running.stop()
+    assert code == 0, running.log
+    assert not running.socket_path.exists()
