@@ -226,6 +226,9 @@ class ApiServer:
             except _TooLarge:
                 await self._send_error(conn, writer, ApiError(413, "bad_request", "request too large"))
                 return
+            except _HeadTooLarge:
+                await self._send_error(conn, writer, ApiError(431, "bad_request", "request headers too large"))
+                return
             except h11.RemoteProtocolError as exc:
                 await self._send_error(conn, writer, ApiError(exc.error_status_hint, "bad_request", "malformed HTTP request"))
                 return
@@ -264,6 +267,10 @@ class ApiServer:
                 continue
             if isinstance(event, h11.Request):
                 request = event
+                # h11 caps only heads that arrive in pieces; cap whole ones too.
+                head = len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
+                if head > self.max_head:
+                    raise _HeadTooLarge
                 length = _content_length(event)
                 if length is not None and length > self.max_body:
                     raise _TooLarge
@@ -330,6 +337,10 @@ class ApiServer:
 
 
 class _TooLarge(Exception):
+    pass
+
+
+class _HeadTooLarge(Exception):
     pass
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import signal
 import select
 import shutil
 import subprocess
@@ -231,6 +232,19 @@ class OidcServer:
 
     def stderr_tail(self, limit: int = 4000) -> str:
         return self._proc.stderr_tail(limit) if self._proc else ""
+
+    def outage(self, status: int = 503) -> None:
+        """Make the token endpoint answer `status` (0 ends the outage); grants survive."""
+        self._call("POST", "/__test/outage", json={"status": status})
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections hang, like an overloaded or unreachable host."""
+        assert self._proc is not None
+        os.kill(self._proc.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        os.kill(self._proc.proc.pid, signal.SIGCONT)
 
     def stop(self) -> None:
         if self._proc is not None:

@@ -26,6 +26,8 @@
 //   POST /__test/forget-clients  delete every dynamically registered client
 //                                (simulates "the server forgot our client")
 //   POST /__test/resources       body {"resource": URL}: accept another resource
+//   POST /__test/outage          body {"status": 503}: the token endpoint answers
+//                                that status (a server outage); {"status": 0} ends it
 //
 // Interactions use oidc-provider's devInteractions (login form: any login name
 // and any password; then a consent form), which tests drive with
@@ -236,6 +238,13 @@ async function handleTestEndpoint(req, res, path) {
   if (req.method === 'POST' && path === '/__test/forget-clients') {
     return sendJson(res, 200, { forgotten: MemoryAdapter.clearModel('Client') });
   }
+  if (req.method === 'POST' && path === '/__test/outage') {
+    // body {"status": 503} makes the token endpoint answer that status
+    // without touching any grant; {"status": 0} ends the outage.
+    const body = await readJson(req).catch(() => ({}));
+    outageStatus = Number(body.status) || 0;
+    return sendJson(res, 200, { outage: outageStatus });
+  }
   if (req.method === 'POST' && path === '/__test/resources') {
     let body;
     try {
@@ -250,8 +259,16 @@ async function handleTestEndpoint(req, res, path) {
   return sendJson(res, 404, { error: 'unknown test endpoint' });
 }
 
+let outageStatus = 0;
+
 const server = http.createServer((req, res) => {
   const path = new URL(req.url, 'http://127.0.0.1').pathname;
+  if (outageStatus && path === '/token') {
+    stats.outage_rejections = (stats.outage_rejections || 0) + 1;
+    res.writeHead(outageStatus, { 'content-type': 'text/html' });
+    res.end('<html><body>Service Unavailable</body></html>');
+    return;
+  }
   if (path.startsWith('/__test/')) {
     handleTestEndpoint(req, res, path).catch((err) => {
       console.error('test endpoint failed:', err);
