@@ -40,12 +40,18 @@ def runtime_dir() -> str:
     if sys.platform == "darwin":
         return os.path.join(os.path.expanduser("~/Library/Caches/TemporaryItems"), APP)
     uid = os.getuid()
-    base = os.environ.get("XDG_RUNTIME_DIR", "").strip()
-    if not (base and _private_dir(base)):
+    base = os.environ.get("XDG_RUNTIME_DIR", "")
+    # As platformdirs: an absolute $XDG_RUNTIME_DIR that is private, or missing
+    # (it will be created private); else /run/user/UID if private; else a temp dir.
+    if not (os.path.isabs(base) and (_private_dir(base) or _missing_below_a_dir(base))):
         base = f"/run/user/{uid}"
         if not _private_dir(base):
             base = os.path.join(_tempdir(), f"runtime-{uid}")
     return os.path.join(base, APP)
+
+
+def _missing_below_a_dir(path: str) -> bool:
+    return not os.path.lexists(path) and os.path.isdir(os.path.dirname(path.rstrip("/")) or "/")
 
 
 def default_socket_path() -> str:
