@@ -473,6 +473,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
         print(f"{key.ljust(width)}  {value}")
+    marks = {"pass": "ok  ", "warn": "warn", "fail": "FAIL", "unknown": "?   "}
+    if view.get("security"):
+        print("security check")
+        for item in view["security"]:
+            print(f"  [{marks[item['verdict']]}] {item['label']}: {item['detail']}")
     return 0
 
 

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from .authorization import PendingAuthorization, callback_params_from_url, start_authorization, validate_callback
 from .browser import open_browser
+from .checklist import security_check
 from .discovery import (
     AuthServerMetadata,
     ResourceMetadata,
@@ -280,6 +281,14 @@ class Engine:
                 "authorization_server": d.auth_server.to_json() if d else None,
                 "redirect_port": s.redirect_port,
                 "redirect_path": s.redirect_path,
+                "security": [
+                    item.to_json()
+                    for item in security_check(
+                        d.auth_server, resource_sent=s.use_resource, rotation_seen=state.rotation_seen
+                    )
+                ]
+                if d
+                else [],
             }
         )
         return view
@@ -547,7 +556,10 @@ class Engine:
                     txn.states[name] = replace(st, last_error=str(exc))
                     failure = exc
                 else:
-                    txn.states[name] = replace(st, tokens=new, last_refresh_at=int(now), last_error=None)
+                    rotated = new.refresh_token is not None and new.refresh_token != tokens.refresh_token
+                    txn.states[name] = replace(
+                        st, tokens=new, last_refresh_at=int(now), last_error=None, rotation_seen=rotated
+                    )
                     return new
         # Could not refresh: a token that is still good for a while beats none.
         assert failure is not None

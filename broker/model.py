@@ -136,6 +136,8 @@ class ConnectionState:
     last_error: str | None = None
     #: A pre-registered client's secret, kept even while no registration is bound.
     client_secret: str | None = field(default=None, repr=False)
+    #: Whether a refresh has shown the server rotating refresh tokens (None: no refresh yet).
+    rotation_seen: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -146,6 +148,7 @@ class ConnectionState:
             "last_refresh_at": self.last_refresh_at,
             "last_error": self.last_error,
             "client_secret": self.client_secret,
+            "rotation_seen": self.rotation_seen,
         }
 
     @classmethod
@@ -160,6 +163,7 @@ class ConnectionState:
             last_refresh_at=data.get("last_refresh_at"),
             last_error=data.get("last_error"),
             client_secret=data.get("client_secret"),
+            rotation_seen=data.get("rotation_seen"),
         )
 
     def forget_tokens(self) -> ConnectionState:

@@ -363,7 +363,10 @@ class BrokerService:
         def store_new(st: ConnectionState) -> ConnectionState | None:
             if st.tokens is None or st.tokens.refresh_token != used:
                 return None  # disconnected or replaced meanwhile: a stale result
-            return replace(st, tokens=new, last_refresh_at=now, last_error=None, reauth_required=False)
+            rotated = new.refresh_token is not None and new.refresh_token != used
+            return replace(
+                st, tokens=new, last_refresh_at=now, last_error=None, reauth_required=False, rotation_seen=rotated
+            )
 
         stored = await self._persist(name, store_new)
         if stored is None or stored.tokens is not new:
