@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--min-ttl", type=int, default=None, metavar="SECONDS")
 
+    p = sub.add_parser("proxy", help="a stdio MCP server forwarding to the connection's server (for stdio-only clients)")
+    p.add_argument("name")
+
     p = sub.add_parser("serve", help="run the broker service in the foreground (headless)")
     p.add_argument(
         "--policy",
@@ -561,6 +564,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_proxy(args: argparse.Namespace) -> int:
+    from .client import BrokerClient, ServiceError, ServiceUnavailable, quote
+    from .proxy import run_proxy
+
+    client = BrokerClient()
+    try:
+        view = client.request("GET", f"/v1/connections/{quote(args.name)}")
+    except ServiceUnavailable:
+        _err(f"no broker service is running; start one with `{PROG} serve` (or the desktop app)")
+        return 6
+    except ServiceError as exc:
+        raise _ServiceFailed(exc.code, exc.message) from None
+    import anyio
+
+    anyio.run(run_proxy, args.name, view["server_url"])
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from .audit import read_audit
     from .paths import Paths
@@ -648,6 +669,7 @@ COMMANDS = {
     "remove": cmd_remove,
     "headers": cmd_headers,
     "serve": cmd_serve,
+    "proxy": cmd_proxy,
     "audit": cmd_audit,
     "grants": cmd_grants,
     "approvals": cmd_approvals,

@@ -1,6 +1,6 @@
 """User preferences: `config.json` in the config dir. Non-secret.
 
-    {"client_policy": "ask" | "allow" | "deny"}
+    {"client_policy": "ask" | "allow" | "deny", "refresh_margin": 60}
 
 Missing file or keys mean defaults; a damaged file is an error, not a
 silent reset.
@@ -9,23 +9,30 @@ silent reset.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
+from .atomic import atomic_write
 from .errors import SettingsCorrupt
 from .grants import POLICIES
 from .paths import Paths
 
-__all__ = ["Config", "load_config"]
+__all__ = ["Config", "load_config", "save_config"]
 
 
 @dataclass(frozen=True)
 class Config:
     #: Policy for clients without a grant; `serve` defaults to allow, the GUI to ask.
     client_policy: str = "allow"
+    #: Refresh at least this many seconds before expiry (60 to 3600).
+    refresh_margin: int = 60
+
+
+def _path(paths: Paths):  # type: ignore[no-untyped-def]
+    return paths.config_dir / "config.json"
 
 
 def load_config(paths: Paths, *, default_policy: str = "allow") -> Config:
-    path = paths.config_dir / "config.json"
+    path = _path(paths)
     try:
         doc = json.loads(path.read_bytes())
     except FileNotFoundError:
@@ -37,4 +44,11 @@ def load_config(paths: Paths, *, default_policy: str = "allow") -> Config:
     policy = doc.get("client_policy", default_policy)
     if policy not in POLICIES:
         raise SettingsCorrupt(f"{path}: client_policy must be one of {', '.join(POLICIES)}")
-    return Config(client_policy=policy)
+    margin = doc.get("refresh_margin", 60)
+    if not isinstance(margin, int) or isinstance(margin, bool) or not 60 <= margin <= 3600:
+        raise SettingsCorrupt(f"{path}: refresh_margin must be a whole number of seconds from 60 to 3600")
+    return Config(client_policy=policy, refresh_margin=margin)
+
+
+def save_config(paths: Paths, config: Config) -> None:
+    atomic_write(_path(paths), json.dumps(asdict(config), indent=2).encode() + b"\n")

@@ -22,6 +22,9 @@ __all__ = [
     "TokenServed",
     "AccessDenied",
     "FlowProgress",
+    "FlowFinished",
+    "RefreshStarted",
+    "ShowRequested",
     "EventBus",
 ]
 
@@ -95,6 +98,25 @@ class FlowProgress(Event):
     stage: str
     message: str
     url: str | None = None
+
+
+@dataclass(frozen=True)
+class FlowFinished(Event):
+    """A login ended: `error` is None on success, else {"error", "message"}."""
+
+    name: str
+    flow_id: str
+    error: dict[str, str] | None
+
+
+@dataclass(frozen=True)
+class RefreshStarted(Event):
+    name: str
+
+
+@dataclass(frozen=True)
+class ShowRequested(Event):
+    """A second launch of the desktop app asks the running one to show itself."""
 
 
 @dataclass

@@ -117,6 +117,10 @@ async def route(service: BrokerService, request: ApiRequest) -> tuple[int, Any]:
             if grant is None:
                 raise ApiError(404, "unknown_grant", f"no grant {grant_id!r}")
             return 200, {"revoked": grant.to_json()}
+        case ("ui", "show"):
+            _method(request, "POST")
+            service.show_window()
+            return 200, {"shown": True}
         case ("approvals",):
             _method(request, "GET")
             return 200, {"approvals": service.pending_approvals()}

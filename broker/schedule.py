@@ -26,18 +26,21 @@ BACKOFF_BASE = 5.0
 BACKOFF_CAP = 300.0
 
 
-def refresh_margin(lifetime: float) -> float:
-    """Seconds before expiry to refresh: min(max(60 s, L/4), L/2)."""
-    return min(max(MIN_MARGIN, lifetime / 4), lifetime / 2)
+def refresh_margin(lifetime: float, min_margin: float = MIN_MARGIN) -> float:
+    """Seconds before expiry to refresh: min(max(60 s, L/4), L/2).
+    The 60 s floor is the user's "refresh margin" setting."""
+    return min(max(min_margin, lifetime / 4), lifetime / 2)
 
 
-def refresh_deadline(obtained_at: float, expires_at: float, rng: random.Random | None = None) -> float:
+def refresh_deadline(
+    obtained_at: float, expires_at: float, rng: random.Random | None = None, *, min_margin: float = MIN_MARGIN
+) -> float:
     """When to refresh a token, with up to 10% of the margin as jitter (earlier,
     never later), so that connections made together do not refresh together."""
     lifetime = expires_at - obtained_at
     if lifetime <= 0:
         return obtained_at
-    margin = refresh_margin(lifetime)
+    margin = refresh_margin(lifetime, min_margin)
     jitter = (rng or random).uniform(0, 0.1 * margin)
     return expires_at - margin - jitter
 

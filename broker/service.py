@@ -55,8 +55,11 @@ from .events import (
     ConnectionChanged,
     ConnectionRemoved,
     EventBus,
+    FlowFinished,
     FlowProgress,
     ReauthRequired,
+    RefreshStarted,
+    ShowRequested,
     RefreshFailed,
     TokenRefreshed,
     TokenServed,
@@ -145,6 +148,8 @@ class BrokerService:
         grants: Grants | None = None,
         api_options: dict[str, Any] | None = None,
         max_sleep: float = 60.0,
+        min_margin: float = 60.0,
+        ui: bool = False,
     ) -> None:
         if policy not in POLICIES:
             raise UsageError(f"unknown client policy {policy!r}; use one of {', '.join(POLICIES)}")
@@ -172,6 +177,10 @@ class BrokerService:
         self._instance_lock: contextlib.ExitStack | None = None
         self._stopping = asyncio.Event()
         self.started_at = 0.0
+        #: Refresh at least this many seconds before expiry (the settings' "refresh margin").
+        self.min_margin = min_margin
+        #: True inside the desktop app: a second launch may ask it to show itself.
+        self.ui = ui
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -289,7 +298,7 @@ class BrokerService:
             self.scheduler.set(name, None)
             return
         retry = self._retry_at.get(name)
-        when = refresh_deadline(tokens.obtained_at, tokens.expires_at, self.rng)
+        when = refresh_deadline(tokens.obtained_at, tokens.expires_at, self.rng, min_margin=self.min_margin)
         self.scheduler.set(name, max(when, retry) if retry else when)
 
     # -- refresh --------------------------------------------------------------
@@ -340,6 +349,7 @@ class BrokerService:
                 ApiError(409, "authorization_required", f"{name} needs re-authorization: run `mcp-token-broker connect {name}`")
             )
         used = tokens.refresh_token
+        self.events.emit(RefreshStarted(name))
         try:
             new = await self.engine.refresh_tokens(settings, state, tokens)
         except (InvalidGrant, InvalidClient) as exc:
@@ -447,7 +457,7 @@ class BrokerService:
         now = self.clock()
         if tokens.expires_at is not None:
             remaining = tokens.expires_at - now
-            margin = refresh_margin(max(1.0, tokens.expires_at - tokens.obtained_at))
+            margin = refresh_margin(max(1.0, tokens.expires_at - tokens.obtained_at), self.min_margin)
             need = remaining <= margin or remaining < min_ttl
             backing_off = self._retry_at.get(name, 0) > now
             good_enough = remaining >= max(MIN_SERVE_TTL, min_ttl)
@@ -506,6 +516,7 @@ class BrokerService:
             finally:
                 flow.done = True
                 flow.changed.set()
+                self.events.emit(FlowFinished(name, flow.id, flow.error))
                 self._reload()
                 self._failures.pop(name, None)
                 self._retry_at.pop(name, None)
@@ -584,6 +595,11 @@ class BrokerService:
             error = _error_code(exc)
             return error.status, {"error": error.code, "message": error.message}
 
+    def show_window(self) -> None:
+        if not self.ui:
+            raise ApiError(409, "no_ui", "this broker runs headless (mcp-token-broker serve); it has no window")
+        self.events.emit(ShowRequested())
+
     def health(self) -> dict[str, Any]:
         return {
             "status": "ok",
@@ -591,4 +607,5 @@ class BrokerService:
             "pid": os.getpid(),
             "policy": self.policy,
             "connections": len(self._settings),
+            "ui": self.ui,
         }

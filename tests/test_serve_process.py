@@ -78,3 +78,28 @@ def test_headers_for_claude_code(cli, short_stack, service):
     audit = cli("audit", "--json", "--connection", "hdr")
     assert audit.returncode == 0 and '"outcome": "served"' in audit.stdout
     assert headers["Authorization"][7:] not in audit.stdout
+
+
+def test_stdio_proxy_for_clients_that_only_start_local_servers(cli, short_stack, service):
+    """Claude Desktop / Cursor style: the client spawns `mcp-token-broker proxy NAME`."""
+    import anyio
+    from mcp.client.client import Client
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+
+    _, mcp = short_stack
+    assert cli("add", "stdio", mcp.url).returncode == 0
+    assert cli("connect", "stdio").returncode == 0
+
+    async def main():
+        params = StdioServerParameters(command=cli.exe, args=["proxy", "stdio"], env=cli.env)
+        async with Client(stdio_client(params)) as client:
+            tools = await client.list_tools()
+            first = await client.call_tool("whoami", {})
+            await anyio.sleep(6)  # longer than a token's 5 s life: the proxy keeps up
+            second = await client.call_tool("echo", {"text": "still here"})
+        return [t.name for t in tools.tools], first, second
+
+    names, first, second = anyio.run(main)
+    assert "whoami" in names
+    assert "alice" in str(first.content)
+    assert "still here" in str(second.content)
