@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("proxy", help="a stdio MCP server forwarding to the connection's server (for stdio-only clients)")
     p.add_argument("name")
 
+    p = sub.add_parser("gui", help="open the desktop app (runs the service inside it)")
+    p.add_argument("gui_args", nargs=argparse.REMAINDER, help="--minimized, --policy ask|allow|deny")
+
     p = sub.add_parser("serve", help="run the broker service in the foreground (headless)")
     p.add_argument(
         "--policy",
@@ -582,6 +585,17 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gui(args: argparse.Namespace) -> int:
+    # Exec the ui package instead of importing it: broker never imports Qt.
+    import importlib.util
+
+    if importlib.util.find_spec("PySide6") is None:
+        _err("the desktop app needs PySide6: pip install 'mcp-token-broker[gui]'")
+        return 2
+    os.execv(sys.executable, [sys.executable, "-m", "ui", *args.gui_args])
+    return 0  # not reached
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from .audit import read_audit
     from .paths import Paths
@@ -670,6 +684,7 @@ COMMANDS = {
     "headers": cmd_headers,
     "serve": cmd_serve,
     "proxy": cmd_proxy,
+    "gui": cmd_gui,
     "audit": cmd_audit,
     "grants": cmd_grants,
     "approvals": cmd_approvals,

@@ -1,0 +1,112 @@
+"""`mcp-token-broker gui`: the desktop app, with the broker service inside."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+__all__ = ["main", "build"]
+
+
+def _already_running() -> int | None:
+    """If a broker already serves the socket: ask its window to show (exit 0),
+    or explain that a headless one is in the way. None: nothing runs."""
+    from broker.client import BrokerClient, ServiceError
+
+    client = BrokerClient(timeout=5)
+    if not client.is_running():
+        return None
+    try:
+        client.request("POST", "/v1/ui/show")
+        return 0
+    except ServiceError:
+        from PySide6.QtWidgets import QMessageBox
+
+        health = client.health()
+        QMessageBox.critical(
+            None,
+            "MCP Token Broker",
+            f"A headless broker service (mcp-token-broker serve, pid {health.get('pid')}) is already running.\n\n"
+            "Stop it to use the desktop app; the app runs the same service inside it.",
+        )
+        return 6
+
+
+def build(args: argparse.Namespace, *, make_service: object = None) -> tuple[object, object, object]:
+    """Create the runner, bridge and window (tests call this with their own service)."""
+    from broker.config import load_config
+    from broker.paths import Paths
+
+    from .bridge import Bridge, ServiceRunner
+    from .main_window import MainWindow
+    from .tray import Tray
+
+    paths = Paths.default()
+    config = load_config(paths, default_policy="ask")
+    if make_service is None:
+
+        def make_service() -> object:
+            from broker.engine import Engine
+            from broker.keystore import FileKeyStore, KeyringKeyStore
+            from broker.service import BrokerService
+            from broker.socketpath import default_socket_path
+            from broker.store import Store
+            from broker.transport import Transport
+
+            key_file = os.environ.get("MCP_TOKEN_BROKER_KEY_FILE")
+            keystore = (lambda: FileKeyStore(key_file)) if key_file else KeyringKeyStore
+            store = Store(paths, keystore)
+            return BrokerService(
+                paths=paths,
+                store=store,
+                engine=Engine(store, Transport()),
+                socket_path=default_socket_path(),
+                policy=args.policy or config.client_policy,  # type: ignore[arg-type]
+                min_margin=config.refresh_margin,
+                ui=True,
+            )
+
+    runner = ServiceRunner(make_service)  # type: ignore[arg-type]
+    bridge = Bridge(runner)
+    runner.start()
+    window = MainWindow(bridge, config)
+    if Tray.available():
+        tray = Tray(window.model, window)
+        tray.openRequested.connect(window.bring_to_front)
+        tray.quitRequested.connect(window.quit)
+        tray.show()
+        window.tray = tray
+    return runner, bridge, window
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mcp-token-broker gui", description="The MCP Token Broker desktop app.")
+    parser.add_argument("--minimized", action="store_true", help="start in the tray (as at login)")
+    parser.add_argument("--policy", choices=("ask", "allow", "deny"), help="override the client policy for this run")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+
+    from PySide6.QtWidgets import QApplication, QMessageBox
+
+    from broker.errors import BrokerError
+
+    from .icons import app_icon
+
+    app = QApplication.instance() or QApplication([sys.argv[0]])
+    app.setApplicationName("MCP Token Broker")
+    app.setDesktopFileName("mcp-token-broker")
+    app.setWindowIcon(app_icon())
+    app.setQuitOnLastWindowClosed(False)
+
+    running = _already_running()
+    if running is not None:
+        return running
+    try:
+        runner, _bridge, window = build(args)
+    except BrokerError as exc:
+        QMessageBox.critical(None, "MCP Token Broker could not start", str(exc))
+        return exc.exit_code
+    if not (args.minimized and getattr(window, "tray", None) is not None):
+        window.show()  # type: ignore[attr-defined]
+    app.aboutToQuit.connect(runner.stop)  # type: ignore[attr-defined]
+    return app.exec()

@@ -1,0 +1,185 @@
+"""The one place where the asyncio service and Qt meet.
+
+`ServiceRunner` runs a `BrokerService` on its own asyncio loop in a worker
+thread. `Bridge` turns the service's plain events into Qt signals (emitted
+from the loop thread, delivered queued on the GUI thread) and turns UI
+commands into coroutines scheduled on the loop, with results delivered back
+on the GUI thread. The window therefore never waits on the network or the
+vault.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal, Slot
+
+from broker import events as ev
+from broker.service import BrokerService
+
+__all__ = ["ServiceRunner", "Bridge"]
+
+log = logging.getLogger(__name__)
+
+
+class ServiceRunner:
+    """Owns the worker thread and its event loop."""
+
+    def __init__(self, make_service: Callable[[], BrokerService]) -> None:
+        self._make_service = make_service
+        self.service: BrokerService | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._run, name="broker-service", daemon=True)
+        self._started = threading.Event()
+        self._subscribers: list[Callable[[ev.Event], None]] = []
+        self.error: BaseException | None = None
+
+    def subscribe(self, callback: Callable[[ev.Event], None]) -> None:
+        """Call before `start`: `callback` runs on the loop thread for every event."""
+        self._subscribers.append(callback)
+
+    def start(self, timeout: float = 30.0) -> None:
+        self._thread.start()
+        if not self._started.wait(timeout):
+            raise TimeoutError("the broker service did not start")
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        try:
+            self.service = self._make_service()
+            for callback in self._subscribers:
+                self.service.events.subscribe(callback)
+            await self.service.start()
+        except BaseException as exc:  # reported to the GUI thread by start()
+            self.error = exc
+            self._started.set()
+            return
+        self._started.set()
+        await self.service._stopping.wait()
+        await self.service.stop()
+
+    def submit(self, coro: Awaitable[Any]) -> concurrent.futures.Future[Any]:
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        assert self.loop is not None
+        self.loop.call_soon_threadsafe(fn, *args)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.loop is not None and self.service is not None and self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self.service.request_stop)
+        self._thread.join(timeout)
+
+
+class Bridge(QObject):
+    """Qt face of the service. Every signal is delivered on the GUI thread."""
+
+    connectionChanged = Signal(str, dict)
+    connectionRemoved = Signal(str)
+    refreshStarted = Signal(str)
+    tokenRefreshed = Signal(str, object)
+    refreshFailed = Signal(str, str, object)
+    reauthRequired = Signal(str, str)
+    clientAsked = Signal(object)
+    tokenServed = Signal(str, str, object)
+    accessDenied = Signal(str, str, object, str)
+    flowProgress = Signal(str, str, str, str, object)
+    flowFinished = Signal(str, str, object)
+    showRequested = Signal()
+    _done = Signal(object, object, object)
+
+    def __init__(self, runner: ServiceRunner, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.runner = runner
+        runner.subscribe(self._on_event)
+        self._done.connect(self._deliver)
+
+    @property
+    def service(self) -> BrokerService:
+        assert self.runner.service is not None
+        return self.runner.service
+
+    # -- events: loop thread -> signals -----------------------------------------
+
+    def _on_event(self, event: ev.Event) -> None:
+        if isinstance(event, ev.ConnectionChanged):
+            self.connectionChanged.emit(event.name, dict(event.view))
+        elif isinstance(event, ev.ConnectionRemoved):
+            self.connectionRemoved.emit(event.name)
+        elif isinstance(event, ev.RefreshStarted):
+            self.refreshStarted.emit(event.name)
+        elif isinstance(event, ev.TokenRefreshed):
+            self.tokenRefreshed.emit(event.name, event.expires_at)
+        elif isinstance(event, ev.RefreshFailed):
+            self.refreshFailed.emit(event.name, event.error, event.retry_at)
+        elif isinstance(event, ev.ReauthRequired):
+            self.reauthRequired.emit(event.name, event.reason)
+        elif isinstance(event, ev.ClientAsked):
+            self.clientAsked.emit(event.request)
+        elif isinstance(event, ev.TokenServed):
+            self.tokenServed.emit(event.name, event.client, event.pid)
+        elif isinstance(event, ev.AccessDenied):
+            self.accessDenied.emit(event.name, event.client, event.pid, event.reason)
+        elif isinstance(event, ev.FlowProgress):
+            self.flowProgress.emit(event.name, event.flow_id, event.stage, event.message, event.url)
+        elif isinstance(event, ev.FlowFinished):
+            self.flowFinished.emit(event.name, event.flow_id, event.error)
+        elif isinstance(event, ev.ShowRequested):
+            self.showRequested.emit()
+
+    # -- commands: GUI thread -> loop -------------------------------------------
+
+    def run(
+        self,
+        make_coro: Callable[[BrokerService], Awaitable[Any]],
+        on_done: Callable[[Any], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> concurrent.futures.Future[Any]:
+        """Run `make_coro(service)` on the loop; call back on the GUI thread."""
+
+        async def wrapped() -> Any:
+            return await make_coro(self.service)
+
+        future = self.runner.submit(wrapped())
+        future.add_done_callback(lambda f: self._done.emit(f, on_done, on_error))
+        return future
+
+    def call(
+        self,
+        fn: Callable[[BrokerService], Any],
+        on_done: Callable[[Any], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> concurrent.futures.Future[Any]:
+        """Run a plain function of the service on the loop thread."""
+
+        async def as_coro(service: BrokerService) -> Any:
+            return fn(service)
+
+        return self.run(as_coro, on_done, on_error)
+
+    def answer(self, request: Any, decision: str) -> None:
+        self.runner.call_soon(request.answer, decision)
+
+    @Slot(object, object, object)
+    def _deliver(self, future: concurrent.futures.Future[Any], on_done: Any, on_error: Any) -> None:
+        try:
+            result = future.result()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            if on_error is not None:
+                on_error(exc)
+            else:
+                log.warning("background task failed: %s", exc)
+            return
+        if on_done is not None:
+            on_done(result)

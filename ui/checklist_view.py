@@ -1,0 +1,38 @@
+"""The security check as a list of icon + label rows."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+
+from broker.checklist import CheckItem
+
+__all__ = ["ChecklistView"]
+
+_MARK = {"pass": ("✔", "#1a7f37"), "warn": ("!", "#9a6700"), "fail": ("✘", "#cf222e"), "unknown": ("?", "#57606a")}
+_WORD = {"pass": "passes", "warn": "warning", "fail": "fails", "unknown": "not known yet"}
+
+
+class ChecklistView(QWidget):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._layout = QVBoxLayout(self)
+        self._layout.setContentsMargins(0, 0, 0, 0)
+        self._layout.setSpacing(2)
+        self.setAccessibleName("Security check")
+        self.labels: list[QLabel] = []
+        placeholder = QLabel("—")
+        self._layout.addWidget(placeholder)
+        self.labels.append(placeholder)
+
+    def set_items(self, items: list[CheckItem]) -> None:
+        for label in self.labels:
+            self._layout.removeWidget(label)
+            label.deleteLater()
+        self.labels = []
+        for item in items:
+            mark, color = _MARK[item.verdict]
+            label = QLabel(f'<span style="color:{color}; font-weight:bold">{mark}</span>&nbsp; {item.label}')
+            label.setToolTip(item.detail)
+            label.setAccessibleName(f"{item.label}: {_WORD[item.verdict]}. {item.detail}")
+            self._layout.addWidget(label)
+            self.labels.append(label)

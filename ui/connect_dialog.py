@@ -1,0 +1,138 @@
+"""Progress of one login: waiting for the browser, exchanging, done or failed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import threading
+
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import QDialog, QDialogButtonBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
+
+from broker.browser import open_browser
+from broker.errors import BrowserRefused
+
+from .bridge import Bridge
+
+__all__ = ["ConnectDialog"]
+
+_STAGES = {
+    "discovering": "Checking the server…",
+    "registering": "Registering with the authorization server…",
+    "waiting_for_browser": "Waiting for you to log in in the browser…",
+    "browser_failed": "No browser could be opened: copy the link below into one.",
+    "paste_rejected": "That address was not for this login.",
+    "exchanging": "Exchanging the code for tokens…",
+    "done": "Connected.",
+}
+
+
+class ConnectDialog(QDialog):
+    """Subscribes before the flow starts (events are filtered by connection name)."""
+
+    def __init__(self, bridge: Bridge, name: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.bridge = bridge
+        self.name = name
+        self.flow_id: str | None = None
+        self.finished_ok: bool | None = None
+        self.setWindowTitle(f"Connect {name}")
+        self.setMinimumWidth(520)
+        self.stage = QLabel("Starting…")
+        self.stage.setWordWrap(True)
+        self.stage.setAccessibleName("Login progress")
+        self.link = QLineEdit()
+        self.link.setReadOnly(True)
+        self.link.setAccessibleName("Login link")
+        self.link.setToolTip("The authorization server's login page for this connection")
+        self.copy = QPushButton("&Copy link")
+        self.copy.setToolTip("Copy the login link, for when the browser did not open")
+        self.reopen = QPushButton("&Open browser again")
+        for w in (self.copy, self.reopen, self.link):
+            w.setEnabled(False)
+        links = QHBoxLayout()
+        links.addWidget(self.link)
+        links.addWidget(self.copy)
+        links.addWidget(self.reopen)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
+        self.buttons.button(QDialogButtonBox.StandardButton.Cancel).setToolTip("Stop waiting for this login")
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.stage)
+        layout.addLayout(links)
+        layout.addWidget(self.buttons)
+        self.buttons.rejected.connect(self.cancel)
+        self.copy.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.link.text()))
+        self.reopen.clicked.connect(self._reopen)
+        bridge.flowProgress.connect(self._progress)
+        bridge.flowFinished.connect(self._finished)
+
+    def start(self) -> None:
+        self.bridge.call(lambda s: s.start_flow(self.name, "browser").id, self._started, self._failed)
+
+    def _started(self, flow_id: str) -> None:
+        self.flow_id = flow_id
+
+    def _progress(self, name: str, flow_id: str, stage: str, message: str, url: Any) -> None:
+        if name != self.name or (self.flow_id and flow_id != self.flow_id):
+            return
+        self.stage.setText(_STAGES.get(stage, message))
+        if url:
+            self.link.setText(url)
+            for w in (self.copy, self.reopen, self.link):
+                w.setEnabled(True)
+
+    def _finished(self, name: str, flow_id: str, error: Any) -> None:
+        if name != self.name or (self.flow_id and flow_id != self.flow_id):
+            return
+        self._disconnect_signals()
+        if error:
+            self.finished_ok = False
+            self.stage.setText(f"Login failed: {error.get('message', error.get('error'))}")
+            self.stage.setStyleSheet("color: #cf222e;")
+            self.buttons.setStandardButtons(QDialogButtonBox.StandardButton.Close)
+            self.buttons.rejected.disconnect()
+            self.buttons.rejected.connect(self.reject)
+        else:
+            self.finished_ok = True
+            self.stage.setText(_STAGES["done"])
+            self.accept()
+
+    def _failed(self, exc: BaseException) -> None:
+        self._finished(self.name, self.flow_id or "", {"message": str(exc)})
+
+    def _reopen(self) -> None:
+        url = self.link.text()
+
+        def run() -> None:  # webbrowser may wait for the browser command: not on the GUI thread
+            try:
+                open_browser(url)
+            except BrowserRefused:
+                pass
+
+        threading.Thread(target=run, name="reopen-browser", daemon=True).start()
+
+    def cancel(self) -> None:
+        flow_id = self.flow_id
+        if flow_id is not None:
+
+            def cancel(service: Any) -> None:
+                flow = service.flow(flow_id)
+                if flow.task is not None and not flow.task.done():
+                    flow.task.cancel()
+
+            self.bridge.call(cancel)
+        self._disconnect_signals()
+        self.finished_ok = False
+        self.reject()
+
+    def _disconnect_signals(self) -> None:
+        for signal, slot in ((self.bridge.flowProgress, self._progress), (self.bridge.flowFinished, self._finished)):
+            try:
+                signal.disconnect(slot)
+            except (RuntimeError, TypeError):
+                pass
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        if self.finished_ok is None:
+            self.cancel()
+        super().closeEvent(event)

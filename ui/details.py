@@ -1,0 +1,160 @@
+"""The details pane: one connection in full, never a secret."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QAction, QGuiApplication
+from PySide6.QtWidgets import (
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QMenu,
+    QPushButton,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from broker.audit import read_audit
+from broker.checklist import CheckItem
+from broker.snippets import CLIENTS, snippet
+
+from .bridge import Bridge
+from .checklist_view import ChecklistView
+
+__all__ = ["DetailsPane"]
+
+
+def _label(tip: str) -> QLabel:
+    label = QLabel("—")
+    label.setWordWrap(True)
+    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    label.setToolTip(tip)
+    return label
+
+
+class DetailsPane(QWidget):
+    connectRequested = Signal(str)
+    disconnectRequested = Signal(str)
+    removeRequested = Signal(str)
+    copied = Signal(str)
+
+    def __init__(self, bridge: Bridge, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.bridge = bridge
+        self.name: str | None = None
+        self.view: dict[str, Any] | None = None
+        self.setAccessibleName("Connection details")
+        self.title = QLabel("Select a connection")
+        self.title.setStyleSheet("font-size: 15px; font-weight: 600;")
+        self.issuer = _label("The authorization server that issues this connection's tokens")
+        self.requested = _label("The scopes the broker asked for")
+        self.granted = _label("The scopes the authorization server granted (may differ from the request)")
+        self.expiry = _label("When the current access token expires")
+        self.refresh_token = _label("Whether the broker holds a refresh token, so it can renew access without you")
+        self.registration = _label("How the broker is registered with the authorization server")
+        form = QFormLayout()
+        form.addRow("Issuer:", self.issuer)
+        form.addRow("Requested scopes:", self.requested)
+        form.addRow("Granted scopes:", self.granted)
+        form.addRow("Token expires:", self.expiry)
+        form.addRow("Refresh token:", self.refresh_token)
+        form.addRow("Registration:", self.registration)
+        self.checklist = ChecklistView()
+        form.addRow("Security check:", self.checklist)
+        self.audit = QListWidget()
+        self.audit.setAccessibleName("Recent token hand-outs")
+        self.audit.setToolTip("Which client got this connection's token, and when (from the audit log)")
+        self.audit.setMaximumHeight(140)
+
+        self.connect_button = QPushButton("&Connect")
+        self.connect_button.setToolTip("Log in through your browser and store the tokens")
+        self.disconnect_button = QPushButton("&Disconnect")
+        self.disconnect_button.setToolTip("Revoke the tokens at the server and forget them")
+        self.remove_button = QPushButton("&Remove")
+        self.remove_button.setToolTip("Disconnect and forget this connection")
+        self.copy_button = QToolButton()
+        self.copy_button.setText("Copy client &config")
+        self.copy_button.setToolTip("Copy a ready-to-paste snippet that makes an MCP client use this connection")
+        self.copy_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        menu = QMenu(self.copy_button)
+        for key, label in CLIENTS.items():
+            action = QAction(label, menu)
+            action.triggered.connect(lambda _checked=False, k=key: self.copy_snippet(k))
+            menu.addAction(action)
+        self.copy_button.setMenu(menu)
+        buttons = QHBoxLayout()
+        for b in (self.connect_button, self.disconnect_button, self.remove_button, self.copy_button):
+            buttons.addWidget(b)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.title)
+        layout.addLayout(form)
+        layout.addWidget(QLabel("Recent activity:"))
+        layout.addWidget(self.audit)
+        layout.addLayout(buttons)
+        layout.addStretch(1)
+
+        self.connect_button.clicked.connect(lambda: self.name and self.connectRequested.emit(self.name))
+        self.disconnect_button.clicked.connect(lambda: self.name and self.disconnectRequested.emit(self.name))
+        self.remove_button.clicked.connect(lambda: self.name and self.removeRequested.emit(self.name))
+        self._set_enabled(False)
+
+    def _set_enabled(self, on: bool) -> None:
+        for b in (self.connect_button, self.disconnect_button, self.remove_button, self.copy_button):
+            b.setEnabled(on)
+
+    def show_connection(self, name: str | None) -> None:
+        self.name = name
+        if name is None:
+            self.title.setText("Select a connection")
+            self._set_enabled(False)
+            return
+        self.title.setText(name)
+        audit_path = self.bridge.service.paths.state_dir / "audit.log"
+
+        def load(service: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+            return service.show(name), read_audit(audit_path, connection=name, limit=20)
+
+        self.bridge.call(load, lambda result: self._loaded(name, *result), lambda exc: self._failed(name, exc))
+
+    def refresh(self) -> None:
+        self.show_connection(self.name)
+
+    def _failed(self, name: str, exc: BaseException) -> None:
+        if name == self.name:
+            self.title.setText(f"{name} (could not load: {exc})")
+
+    def _loaded(self, name: str, view: dict[str, Any], audit: list[dict[str, Any]]) -> None:
+        if name != self.name:
+            return  # the selection moved on
+        self.view = view
+        self._set_enabled(True)
+        connected = view["status"] != "not_connected"
+        self.connect_button.setText("Re&connect" if connected else "&Connect")
+        self.disconnect_button.setEnabled(connected)
+        self.issuer.setText(view.get("issuer") or "—")
+        self.requested.setText(" ".join(view.get("requested_scopes") or ()) or "—")
+        self.granted.setText(" ".join(view.get("scopes") or ()) or "—")
+        expires = view.get("expires_at")
+        self.expiry.setText(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(expires)) if expires else "—")
+        self.refresh_token.setText("Yes: renewed in the background" if view.get("has_refresh_token") else "No")
+        reg = view.get("registration") or {}
+        self.registration.setText(f"{reg.get('method') or '—'} · client {reg.get('client_id') or '—'}")
+        self.checklist.set_items([CheckItem(**item) for item in view.get("security") or ()])
+        self.audit.clear()
+        for entry in reversed(audit):
+            when = time.strftime("%H:%M:%S", time.localtime(entry.get("time", 0)))
+            self.audit.addItem(f"{when}  {entry.get('outcome')}  {entry.get('client')} (pid {entry.get('pid')})")
+        if not audit:
+            self.audit.addItem("No client has asked for this token yet.")
+
+    def copy_snippet(self, client: str) -> None:
+        if self.name is None or self.view is None:
+            return
+        QGuiApplication.clipboard().setText(snippet(client, self.name, self.view["server_url"]))
+        self.copied.emit(CLIENTS[client])

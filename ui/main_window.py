@@ -1,0 +1,356 @@
+"""The main window: the connections table, its actions and the details pane."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QModelIndex, QSortFilterProxyModel, Qt
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QDockWidget,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMainWindow,
+    QMessageBox,
+    QPushButton,
+    QStackedWidget,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from broker.config import Config
+
+from .add_dialog import AddDialog
+from .approval import ApprovalDialog
+from .bridge import Bridge
+from .clients import ClientsDialog
+from .connect_dialog import ConnectDialog
+from .details import DetailsPane
+from .icons import app_icon
+from .model import NAME_ROLE, SORT_ROLE, ConnectionsModel
+from .settings_dialog import SettingsDialog
+
+__all__ = ["MainWindow"]
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, bridge: Bridge, config: Config, *, model: ConnectionsModel | None = None) -> None:
+        super().__init__()
+        self.bridge = bridge
+        self.config = config
+        self.tray: Any = None
+        self.quitting = False
+        self.dialogs: list[Any] = []
+        self.setWindowTitle("MCP Token Broker")
+        self.setWindowIcon(app_icon())
+        self.resize(1000, 560)
+
+        self.model = model or ConnectionsModel(self)
+        self.proxy = QSortFilterProxyModel(self)
+        self.proxy.setSourceModel(self.model)
+        self.proxy.setSortRole(SORT_ROLE)
+        self.proxy.setFilterKeyColumn(-1)
+        self.proxy.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+
+        self.filter = QLineEdit()
+        self.filter.setPlaceholderText("Filter connections  (Ctrl+F)")
+        self.filter.setClearButtonEnabled(True)
+        self.filter.setAccessibleName("Filter connections")
+        self.filter.setToolTip("Show only connections whose name, server, status or scopes contain this text")
+        self.filter.textChanged.connect(self.proxy.setFilterFixedString)
+
+        self.table = QTableView()
+        self.table.setModel(self.proxy)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(0, Qt.SortOrder.AscendingOrder)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setAlternatingRowColors(True)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        for col, width in enumerate((140, 280, 190, 120, 90)):
+            self.table.setColumnWidth(col, width)
+        self.table.setAccessibleName("Connections")
+        self.table.doubleClicked.connect(self._open_details)
+
+        self.empty = QWidget()
+        empty_layout = QVBoxLayout(self.empty)
+        empty_layout.addStretch(1)
+        headline = QLabel("No MCP servers connected yet")
+        headline.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        headline.setStyleSheet("font-size: 18px; font-weight: 600;")
+        explain = QLabel(
+            "Add the URL of a remote MCP server (GitHub, Linear, Sentry, your own).\n"
+            "The broker logs in once through your browser, keeps the tokens encrypted and fresh,\n"
+            "and hands them to Claude Code, Cursor, VS Code and your own agents."
+        )
+        explain.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        explain.setWordWrap(True)
+        self.empty_add = QPushButton("Add an MCP server…")
+        self.empty_add.setToolTip("Paste a server URL and see how it authorizes clients")
+        self.empty_add.clicked.connect(self.add_connection)
+        empty_layout.addWidget(headline)
+        empty_layout.addWidget(explain)
+        empty_layout.addWidget(self.empty_add, 0, Qt.AlignmentFlag.AlignCenter)
+        empty_layout.addStretch(2)
+
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.empty)
+        self.stack.addWidget(self.table)
+        central = QWidget()
+        layout = QVBoxLayout(central)
+        layout.addWidget(self.filter)
+        layout.addWidget(self.stack)
+        self.setCentralWidget(central)
+
+        self.details = DetailsPane(bridge)
+        self.details_dock = QDockWidget("Details", self)
+        self.details_dock.setObjectName("details")
+        self.details_dock.setWidget(self.details)
+        self.details_dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetClosable)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.details_dock)
+        self.details.connectRequested.connect(self.connect_connection)
+        self.details.disconnectRequested.connect(self.disconnect_connection)
+        self.details.removeRequested.connect(self.remove_connection)
+        self.details.copied.connect(lambda client: self.statusBar().showMessage(f"Copied the {client} configuration", 5000))
+
+        self._make_actions()
+        self.status_label = QLabel()
+        self.status_label.setAccessibleName("Service status")
+        self.statusBar().addPermanentWidget(self.status_label)
+
+        self.model.modelReset.connect(self._update_empty_state)
+        self.model.rowsInserted.connect(self._update_empty_state)
+        self.model.rowsRemoved.connect(self._update_empty_state)
+        self.table.selectionModel().selectionChanged.connect(self._selection_changed)
+
+        bridge.connectionChanged.connect(self._connection_changed)
+        bridge.connectionRemoved.connect(self._connection_removed)
+        bridge.refreshStarted.connect(self.model.refresh_started)
+        bridge.tokenRefreshed.connect(self._refreshed)
+        bridge.refreshFailed.connect(self._refresh_failed)
+        bridge.reauthRequired.connect(self._reauth_required)
+        bridge.clientAsked.connect(self.ask_approval)
+        bridge.tokenServed.connect(self._token_served)
+        bridge.showRequested.connect(self.bring_to_front)
+        self._update_empty_state()
+        self._selection_changed()
+        self.reload()
+
+    # -- setup ------------------------------------------------------------------------
+
+    def _action(self, text: str, shortcut: Any, tip: str, slot: Any) -> QAction:
+        action = QAction(text, self)
+        if shortcut:
+            action.setShortcut(QKeySequence(shortcut))
+        action.setToolTip(tip)
+        action.setStatusTip(tip)
+        action.triggered.connect(slot)
+        self.addAction(action)
+        return action
+
+    def _make_actions(self) -> None:
+        self.add_action = self._action("&Add…", QKeySequence.StandardKey.New, "Add a remote MCP server (Ctrl+N)", self.add_connection)
+        self.connect_action = self._action("&Connect", "Ctrl+Return", "Log in to the selected server (Ctrl+Enter)", lambda: self._with_selected(self.connect_connection))
+        self.disconnect_action = self._action("&Disconnect", "Ctrl+D", "Revoke and forget the selected connection's tokens (Ctrl+D)", lambda: self._with_selected(self.disconnect_connection))
+        self.remove_action = self._action("&Remove", QKeySequence.StandardKey.Delete, "Forget the selected connection (Del)", lambda: self._with_selected(self.remove_connection))
+        self.details_action = self._action("De&tails", "Ctrl+I", "Show the details pane (Ctrl+I)", self._show_details_dock)
+        self.clients_action = self._action("C&lients…", "Ctrl+K", "Applications you allowed or refused (Ctrl+K)", self.show_clients)
+        self.settings_action = self._action("&Settings…", QKeySequence.StandardKey.Preferences, "Client policy, refresh margin, start at login", self.show_settings)
+        self.quit_action = self._action("&Quit", QKeySequence.StandardKey.Quit, "Stop the broker and quit (Ctrl+Q)", self.quit)
+        self.find_action = self._action("&Find", QKeySequence.StandardKey.Find, "Filter the connections (Ctrl+F)", lambda: self.filter.setFocus())
+        toolbar = self.addToolBar("Actions")
+        toolbar.setObjectName("actions")
+        for action in (self.add_action, self.connect_action, self.disconnect_action, self.remove_action, self.details_action, self.clients_action, self.settings_action):
+            toolbar.addAction(action)
+        menu = self.menuBar().addMenu("&Broker")
+        for action in (self.add_action, self.connect_action, self.disconnect_action, self.remove_action):
+            menu.addAction(action)
+        menu.addSeparator()
+        for action in (self.clients_action, self.settings_action, self.find_action):
+            menu.addAction(action)
+        menu.addSeparator()
+        menu.addAction(self.quit_action)
+
+    def reload(self) -> None:
+        def views(service: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+            return service.views(), service.health()
+
+        self.bridge.call(views, self._loaded)
+
+    def _loaded(self, result: tuple[list[dict[str, Any]], dict[str, Any]]) -> None:
+        views, health = result
+        self.model.set_views(views)
+        self.status_label.setText(
+            f"Serving {health['connections']} connection(s) on {self.bridge.service.api.socket_path} · policy: {health['policy']}"
+        )
+
+    # -- state ----------------------------------------------------------------------------
+
+    def _update_empty_state(self, *args: Any) -> None:
+        self.stack.setCurrentWidget(self.table if self.model.rowCount() else self.empty)
+        self.filter.setVisible(self.model.rowCount() > 0)
+
+    def selected_name(self) -> str | None:
+        rows = self.table.selectionModel().selectedRows()
+        return rows[0].data(NAME_ROLE) if rows else None
+
+    def select(self, name: str) -> None:
+        for row in range(self.proxy.rowCount()):
+            index = self.proxy.index(row, 0)
+            if index.data(NAME_ROLE) == name:
+                self.table.selectRow(row)
+                return
+
+    def _selection_changed(self, *args: Any) -> None:
+        name = self.selected_name()
+        for action in (self.connect_action, self.disconnect_action, self.remove_action):
+            action.setEnabled(name is not None)
+        self.details.show_connection(name)
+
+    def _with_selected(self, fn: Any) -> None:
+        name = self.selected_name()
+        if name is not None:
+            fn(name)
+
+    def _connection_changed(self, name: str, view: dict[str, Any]) -> None:
+        self.model.upsert(name, view)
+        if name == self.selected_name():
+            self.details.refresh()
+        self.reload_status()
+
+    def _connection_removed(self, name: str) -> None:
+        self.model.remove(name)
+        self.reload_status()
+
+    def _refreshed(self, name: str, expires_at: Any) -> None:
+        self.model.refreshed(name, expires_at)
+        if self.tray is not None:
+            self.tray.refreshed(name)
+
+    def _refresh_failed(self, name: str, error: str, retry_at: Any) -> None:
+        self.model.refresh_failed(name, error)
+        if self.tray is not None:
+            self.tray.notify_refresh_failed(name, error)
+
+    def _reauth_required(self, name: str, reason: str) -> None:
+        self.model.reauth_required(name)
+        if self.tray is not None:
+            self.tray.notify_reauth(name, reason)
+
+    def _token_served(self, name: str, client: str, pid: Any) -> None:
+        self.statusBar().showMessage(f"Gave {name}'s token to {client} (pid {pid})", 4000)
+
+    def reload_status(self) -> None:
+        self.bridge.call(lambda s: s.health(), lambda h: self.status_label.setText(
+            f"Serving {h['connections']} connection(s) on {self.bridge.service.api.socket_path} · policy: {h['policy']}"
+        ))
+
+    # -- actions ------------------------------------------------------------------------
+
+    def add_connection(self) -> None:
+        dialog = AddDialog(self.bridge, self.model.names(), self)
+        dialog.added.connect(self._added)
+        self._keep(dialog)
+        dialog.open()
+
+    def _added(self, name: str, connect_now: bool) -> None:
+        self.statusBar().showMessage(f"Added {name}", 5000)
+        if connect_now:
+            self.connect_connection(name)
+
+    def connect_connection(self, name: str) -> ConnectDialog:
+        dialog = ConnectDialog(self.bridge, name, self)
+        self._keep(dialog)
+        dialog.show()
+        dialog.start()
+        return dialog
+
+    def _confirm(self, title: str, text: str) -> bool:
+        answer = QMessageBox.question(self, title, text, QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Cancel)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def disconnect_connection(self, name: str, *, confirm: bool = True) -> None:
+        if confirm and not self._confirm(
+            f"Disconnect {name}?",
+            f"The broker revokes {name}'s tokens at the server and forgets them. Clients using them stop working until you connect again.",
+        ):
+            return
+        self.bridge.run(lambda s: s.disconnect(name), lambda r: self._after(f"Disconnected {name}", r), self._error)
+
+    def remove_connection(self, name: str, *, confirm: bool = True) -> None:
+        if confirm and not self._confirm(
+            f"Remove {name}?", f"The broker revokes {name}'s tokens and forgets the connection and its settings."
+        ):
+            return
+        self.bridge.run(lambda s: s.remove(name), lambda r: self._after(f"Removed {name}", r), self._error)
+
+    def _after(self, message: str, result: dict[str, Any]) -> None:
+        warning = result.get("warning")
+        self.statusBar().showMessage(f"{message}. {warning}" if warning else message, 8000)
+
+    def _error(self, exc: BaseException) -> None:
+        QMessageBox.warning(self, "MCP Token Broker", str(exc))
+
+    def _open_details(self, index: QModelIndex) -> None:
+        self._show_details_dock()
+
+    def _show_details_dock(self) -> None:
+        self.details_dock.show()
+        self.details_dock.raise_()
+
+    def ask_approval(self, request: Any) -> ApprovalDialog:
+        dialog = ApprovalDialog(self.bridge, request, timeout=self.bridge.service.approval_timeout, parent=self)
+        self._keep(dialog)
+        dialog.show()
+        dialog.raise_()
+        return dialog
+
+    def show_clients(self) -> ClientsDialog:
+        dialog = ClientsDialog(self.bridge, self)
+        self._keep(dialog)
+        dialog.show()
+        return dialog
+
+    def show_settings(self) -> SettingsDialog:
+        dialog = SettingsDialog(self.bridge, self.config, self)
+        dialog.accepted.connect(lambda: (setattr(self, "config", dialog.config), self.reload_status()))
+        self._keep(dialog)
+        dialog.open()
+        return dialog
+
+    def _keep(self, dialog: Any) -> None:
+        self.dialogs = [d for d in self.dialogs if d.isVisible()] + [dialog]
+
+    def bring_to_front(self) -> None:
+        self.show()
+        self.setWindowState(self.windowState() & ~Qt.WindowState.WindowMinimized)
+        self.raise_()
+        self.activateWindow()
+
+    def quit(self) -> None:
+        self.quitting = True
+        self.close()
+        from PySide6.QtWidgets import QApplication
+
+        QApplication.instance().quit()  # type: ignore[union-attr]
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
+        if not self.quitting and self.tray is not None and self.tray.icon.isVisible():
+            # Keep serving from the tray.
+            event.ignore()
+            self.hide()
+            if not getattr(self, "_told_about_tray", False):
+                self._told_about_tray = True
+                self.tray.icon.showMessage("MCP Token Broker is still running", "It keeps serving tokens from the tray. Quit it from the tray menu.")
+            return
+        event.accept()
+        if not self.quitting:
+            from PySide6.QtWidgets import QApplication
+
+            QApplication.instance().quit()  # type: ignore[union-attr]
