@@ -134,7 +134,7 @@ async def _load_seq(sock: str, req: bytes, cfg: dict) -> dict:
         lat: list[int] = []
         append = lat.append
         count = cfg["count"]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         deadline_ns = pc() + int(cfg["duration"] * 1e9)
         for _ in range(count):
             s = pc()
@@ -143,8 +143,8 @@ async def _load_seq(sock: str, req: bytes, cfg: dict) -> dict:
             append(e - s)
             if e > deadline_ns:
                 break
-        elapsed = time.perf_counter() - t0
-        return _stats(lat, elapsed)
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+        return {**_stats(lat, elapsed), "client_cpu_us": cpu / max(1, len(lat)) * 1e6}
     finally:
         writer.close()
         try:
@@ -181,12 +181,12 @@ async def _load_conc(sock: str, req: bytes, cfg: dict) -> dict:
                 if e > deadline_ns:
                     break
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         await asyncio.wait_for(
             asyncio.gather(*(worker(r, w) for r, w in conns)), cfg["duration"] + cfg["drain_timeout"]
         )
-        elapsed = time.perf_counter() - t0
-        return _stats(lat, elapsed)
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+        return {**_stats(lat, elapsed), "client_cpu_us": cpu / max(1, len(lat)) * 1e6}
     finally:
         for _, w in conns:
             w.close()
@@ -378,21 +378,22 @@ class Bench:
         self._broker_code: int | None = None
         if args.quick:
             self.rounds = args.rounds or 2
-            self.seq_count, self.seq_dur = 3000, 0.35
-            self.conc_count, self.conc_dur = 20000, 0.6
+            self.seq_count, self.seq_dur = 2000, 0.25
+            self.conc_count, self.conc_dur = 10000, 0.4
             self.cli_runs = args.cli_runs or 8
+            self.warm_seq = (100, 0.1)
+            self.startup_runs, self.importtime_reps = 5, 2
         else:
             self.rounds = args.rounds or 5
             self.seq_count, self.seq_dur = 20000, 2.0
             self.conc_count, self.conc_dur = 100000, 3.0
             self.cli_runs = args.cli_runs or 30
+            self.warm_seq = (300, 0.3)
+            self.startup_runs, self.importtime_reps = 20, 5
 
     # -- setup ----------------------------------------------------------------
 
     def setup(self) -> None:
-        for exe in (self.py, self.cli):
-            if not os.access(exe, os.X_OK):
-                raise BenchError(f"{exe} is missing; create the venv and `pip install -e .` first")
         dirs = {}
         for var, sub in (
             ("XDG_CONFIG_HOME", "config"),
@@ -472,8 +473,8 @@ class Bench:
         cfg = {"socket": sock, "path": TOKEN_PATH}
         if seq:
             cfg["seq"] = {
-                "warmup_count": 300,
-                "warmup_duration": 0.3,
+                "warmup_count": self.warm_seq[0],
+                "warmup_duration": self.warm_seq[1],
                 "count": int(self.seq_count * scale),
                 "duration": self.seq_dur * scale,
             }
@@ -544,7 +545,7 @@ class Bench:
             m = re.match(r"import (\S+?);", (Path(site_packages) / pth).read_text())
             if m:
                 finder_mods.append(m.group(1))
-        runs = max(10, self.cli_runs)
+        runs = self.startup_runs
         variants: dict[str, tuple[list[str], dict[str, str], str | None]] = {
             "python -c pass": ([self.py, "-c", "pass"], self.env, None),
             "python -S -c pass": ([self.py, "-S", "-c", "pass"], self.env, None),
@@ -583,7 +584,7 @@ class Bench:
                 times[k].append(self._timed(argv, expect, env))
         # -X importtime: the finder's cumulative import time (inflated by the tracing itself)
         importtime = {}
-        for _ in range(5):
+        for _ in range(self.importtime_reps):
             r = subprocess.run([self.py, "-X", "importtime", "-c", "pass"], env=self.env, capture_output=True, text=True)
             for line in r.stderr.splitlines():
                 m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|(\s+)(\S+)", line)
@@ -591,7 +592,7 @@ class Bench:
                     importtime.setdefault(m.group(4), []).append(int(m.group(2)))
         # the CLI's own imports, beyond what a bare start loads
         cli_imports = {}
-        for _ in range(5):
+        for _ in range(self.importtime_reps):
             r = subprocess.run(
                 [self.py, "-X", "importtime", self.cli, "token", CONNECTION],
                 env=self.env, capture_output=True, text=True,
@@ -614,6 +615,9 @@ class Bench:
         args = self.args
         t_start = time.perf_counter()
         mode = "quick" if args.quick else "full"
+        for exe in (self.py, self.cli):
+            if not os.access(exe, os.X_OK):
+                raise BenchError(f"{exe} is missing; create the venv and `pip install -e .` first")
         vpy = subprocess.run(
             [self.py, "-c", "import sys, platform; print(platform.python_implementation(), sys.version.split()[0])"],
             capture_output=True, text=True,
@@ -699,6 +703,12 @@ class Bench:
         b_cpu_c, f_cpu_c = med("broker", "conc", "server_cpu_us"), med("floor", "conc", "server_cpu_us")
         print(f"  server CPU per fetch, seq:      {b_cpu_s:7.0f} µs | {f_cpu_s:6.0f} µs | x{b_cpu_s / f_cpu_s:.2f}")
         print(f"  server CPU per fetch, conc:     {b_cpu_c:7.0f} µs | {f_cpu_c:6.0f} µs | x{b_cpu_c / f_cpu_c:.2f}")
+        f_cli_c = med("floor", "conc", "client_cpu_us")
+        b_cli_c = med("broker", "conc", "client_cpu_us")
+        busy = f_cli_c * f_rate / 1e6
+        note = "; the floor's rate is the client's own ceiling" if busy >= 0.8 else ""
+        print(f"  load generator CPU per fetch, conc: {b_cli_c:4.0f} µs | {f_cli_c:4.0f} µs"
+              f"  (client ~{busy:.0%} busy against the floor{note})")
         print(f"  broker fetches measured: {n_fetches}")
 
         # The CLI.
@@ -717,7 +727,7 @@ class Bench:
         print("Interpreter start-up (medians; what every CLI call pays before the broker's code)")
         walls = {k: statistics.median(v) for k, v in costs["wall"].items()}
         for k, v in walls.items():
-            print(f"  {k:<36} {v * 1000:6.1f} ms")
+            print(f"  {k:<44} {v * 1000:6.1f} ms")
         if "python -S + editable finder only" in walls:
             finder = walls["python -S + editable finder only"] - walls["python -S + sys.path only"]
             print(f"  => editable finder ({', '.join(costs['finder_pth'])}): ~{finder * 1000:.1f} ms per start "
@@ -741,7 +751,7 @@ class Bench:
             ("sequential p50", f"<= {SEQ_P50_US:.0f} µs", f"{b_seq_p50:.0f} µs", b_seq_p50 <= SEQ_P50_US),
             ("sequential p99", f"<= {SEQ_P99_US / 1000:.0f} ms", f"{b_seq_p99 / 1000:.2f} ms", b_seq_p99 <= SEQ_P99_US),
             (f"concurrent ({args.conns}) rate", f">= {CONC_RATE:.0f}/s", f"{b_rate:.0f}/s", b_rate >= CONC_RATE),
-            ("concurrent rate / floor", f">= {CONC_FLOOR_SHARE:.2f}", f"{b_rate / f_rate:.2f}", b_rate / f_rate >= CONC_FLOOR_SHARE),
+            ("concurrent rate / floor", f">= {CONC_FLOOR_SHARE:.2f}", f"{b_rate / f_rate:.3f}", b_rate / f_rate >= CONC_FLOOR_SHARE),
             ("slowest concurrent fetch", f"<= {CONC_MAX_MS:.0f} ms", f"{b_max / 1000:.1f} ms", b_max <= CONC_MAX_MS * 1000),
             ("token CLI / python -c pass", f"<= {CLI_RATIO:.0f}x", f"{cli_med / bare_med:.2f}x", cli_med / bare_med <= CLI_RATIO),
         ]
@@ -750,7 +760,7 @@ class Bench:
         for name, target, got, ok in checks:
             print(f"  {'PASS' if ok else 'MISS'}  {name:<28} {got:>10}   (target {target})")
         print(f"  ratios of medians, broker/floor: sequential p50 x{b_seq_p50 / f_seq_p50:.2f}, "
-              f"concurrent rate {b_rate / f_rate:.2f}")
+              f"concurrent rate {b_rate / f_rate:.3f}")
 
         audit_bytes = sum(p.stat().st_size for p in self.audit_log.parent.glob("audit.log*"))
         code = self.cleanup()

@@ -13,7 +13,7 @@ from typing import Any
 __all__ = ["RowState", "display_status", "STATUS_TEXT", "STATUS_HELP", "format_expires_in", "EXPIRING_SOON"]
 
 #: A connected token with less than this left shows as "expiring soon".
-EXPIRING_SOON = 300
+EXPIRING_SOON = 120
 
 STATUS_TEXT = {
     "connected": "Connected",
@@ -27,7 +27,7 @@ STATUS_TEXT = {
 
 STATUS_HELP = {
     "connected": "The broker holds a valid token and refreshes it before it expires.",
-    "expiring": "The token expires within five minutes.",
+    "expiring": "The token expires within two minutes.",
     "refreshing": "The broker is getting a new token from the authorization server right now.",
     "expired": "The token has expired; the broker refreshes it on the next request if it can.",
     "reauth_required": "The server no longer accepts the refresh token: connect again to log in.",

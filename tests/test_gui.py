@@ -1,0 +1,287 @@
+"""The desktop app, driven by pytest-qt against the real servers.
+
+QT_QPA_PLATFORM=offscreen; any unexpected Qt warning fails a test
+(qt_log_level_fail in pyproject.toml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import threading
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from PySide6.QtWidgets import QApplication, QMessageBox  # noqa: E402
+
+from broker.client import BrokerClient, ServiceError  # noqa: E402
+from broker.engine import Engine  # noqa: E402
+from broker.keystore import FileKeyStore  # noqa: E402
+from broker.paths import Paths  # noqa: E402
+from broker.service import BrokerService  # noqa: E402
+from broker.socketpath import default_socket_path  # noqa: E402
+from broker.store import Store  # noqa: E402
+from broker.transport import Transport  # noqa: E402
+
+from .servers.fixtures import BROWSER_SCRIPT  # noqa: E402
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def browse(url: str) -> bool:
+    subprocess.run([BROWSER_SCRIPT, url], check=True, timeout=30, env={**os.environ, "BROWSER_LOG": os.devnull})
+    return True
+
+
+@pytest.fixture
+def gui(qtbot, user_dirs, tmp_path, request):
+    from ui.app import build
+
+    policy = getattr(request, "param", "allow")
+    paths = Paths.default()
+
+    def make_service():
+        store = Store(paths, lambda: FileKeyStore(tmp_path / "vault.key"))
+        engine = Engine(store, Transport(), opener=browse, flow_timeout=60)
+        return BrokerService(
+            paths=paths, store=store, engine=engine, socket_path=default_socket_path(), policy=policy, ui=True, approval_timeout=30
+        )
+
+    runner, bridge, window = build(argparse.Namespace(minimized=False, policy=None), make_service=make_service)
+    qtbot.addWidget(window)
+    window.show()
+    yield runner, bridge, window
+    window.quitting = True
+    runner.stop()
+
+
+def row_status(window, name):
+    from ui.rows import display_status
+
+    row = window.model.row(name)
+    import time
+
+    return None if row is None else display_status(row, time.time())
+
+
+def add_via_dialog(qtbot, window, name, url):
+    window.add_action.trigger()
+    dialog = window.dialogs[-1]
+    qtbot.keyClicks(dialog.url, url)
+    dialog.name.clear()
+    qtbot.keyClicks(dialog.name, name)
+    dialog.discover_button.click()
+    qtbot.waitUntil(dialog.add_button.isEnabled, timeout=20000)
+    return dialog
+
+
+def test_add_connect_fetch_and_disconnect(qtbot, gui, stack):
+    oidc, mcp = stack
+    runner, bridge, window = gui
+    assert window.windowTitle() == "MCP Token Broker"
+    assert window.stack.currentWidget() is window.empty  # the empty state explains what to do
+
+    dialog = add_via_dialog(qtbot, window, "demo", mcp.url)
+    assert dialog.issuer.text() == oidc.issuer
+    assert "mcp:read" in dialog.requested.text() and "offline_access" in dialog.requested.text()
+    assert "Dynamic client registration" in dialog.method.text()
+    checks = [label.accessibleName() for label in dialog.checklist.labels]
+    assert any(c.startswith("PKCE with S256: passes") for c in checks)
+    assert any(c.startswith("Issuer in the authorization response: passes") for c in checks)
+    assert any(c.startswith("HTTPS-only endpoints: warning") for c in checks)  # loopback http
+
+    dialog.add_button.click()  # "log in right after adding" is on: the browser script logs in
+    qtbot.waitUntil(lambda: row_status(window, "demo") == "connected", timeout=30000)
+    assert window.stack.currentWidget() is window.table
+    connect_dialog = [d for d in window.dialogs if type(d).__name__ == "ConnectDialog"][-1]
+    assert connect_dialog.finished_ok is True
+    assert connect_dialog.link.text().startswith(oidc.issuer + "/auth?")
+
+    index = window.model.index(0, 3)
+    assert window.model.data(index) == "mcp:read"
+    assert re.fullmatch(r"\d+:\d\d", window.model.data(window.model.index(0, 4)))
+
+    # A token over the socket while the window runs; the status bar says who got it.
+    token = BrokerClient().token("demo")["access_token"]
+    assert token.count(".") == 2
+    qtbot.waitUntil(lambda: "Gave demo's token" in window.statusBar().currentMessage(), timeout=5000)
+
+    # Details pane: issuer, scopes, audit line, never the token.
+    window.select("demo")
+    qtbot.waitUntil(lambda: window.details.issuer.text() == oidc.issuer, timeout=5000)
+    window.details.refresh()
+    qtbot.waitUntil(lambda: window.details.audit.count() > 0 and "served" in window.details.audit.item(0).text(), timeout=5000)
+    assert window.details.refresh_token.text().startswith("Yes")
+    texts = [w.text() for w in window.details.findChildren(type(window.details.issuer))]
+    assert not any(token in t for t in texts)
+
+    # Copy client config for Claude Code.
+    window.details.copy_snippet("claude-code")
+    assert '"headersHelper": "mcp-token-broker headers demo"' in QApplication.clipboard().text()
+
+    window.disconnect_connection("demo", confirm=False)
+    qtbot.waitUntil(lambda: row_status(window, "demo") == "not_connected", timeout=15000)
+    with pytest.raises(ServiceError) as info:
+        BrokerClient().token("demo")
+    assert info.value.code == "authorization_required"
+
+    window.remove_connection("demo", confirm=False)
+    qtbot.waitUntil(lambda: window.model.rowCount() == 0, timeout=15000)
+    assert window.stack.currentWidget() is window.empty
+
+
+def test_add_dialog_explains_bad_input(qtbot, gui, hostile_server):
+    _, bridge, window = gui
+    window.add_action.trigger()
+    dialog = window.dialogs[-1]
+    qtbot.keyClicks(dialog.url, "ftp://example.com/mcp")
+    dialog.discover_button.click()
+    assert dialog.url_error.isVisible() and "only https" in dialog.url_error.text()
+    dialog.url.clear()
+    hostile_server.metadata = {"code_challenge_methods_supported": ["plain"]}
+    qtbot.keyClicks(dialog.url, hostile_server.mcp_url)
+    dialog.name.clear()
+    qtbot.keyClicks(dialog.name, "Bad Name")
+    assert dialog.name_error.isVisible() and "not a valid connection name" in dialog.name_error.text()
+    dialog.discover_button.click()
+    qtbot.waitUntil(dialog.discover_error.isVisible, timeout=15000)
+    assert "S256" in dialog.discover_error.text()
+    assert not dialog.add_button.isEnabled()
+
+
+@pytest.mark.parametrize("gui", ["ask"], indirect=True)
+def test_approval_dialog_allows_and_denies(qtbot, gui, stack):
+    _, mcp = stack
+    runner, bridge, window = gui
+    for name in ("a", "b"):
+        add_via_dialog(qtbot, window, name, mcp.url).add_button.click()
+        qtbot.waitUntil(lambda n=name: row_status(window, n) == "connected", timeout=30000)
+
+    def fetch(name, out):
+        try:
+            out.append(BrokerClient().token(name)["token_type"])
+        except ServiceError as exc:
+            out.append(exc.code)
+
+    def approval_dialogs():
+        return [d for d in window.dialogs if type(d).__name__ == "ApprovalDialog" and d.isVisible()]
+
+    result: list[str] = []
+    thread = threading.Thread(target=fetch, args=("a", result))
+    thread.start()
+    qtbot.waitUntil(lambda: len(approval_dialogs()) == 1, timeout=10000)
+    dialog = approval_dialogs()[0]
+    assert dialog.request.connection == "a" and dialog.request.client.pid == os.getpid()
+    # The window keeps working while the question is open.
+    assert window.model.rowCount() == 2 and BrokerClient().health()["status"] == "ok"
+    dialog.allow_once.click()
+    thread.join(10)
+    assert result == ["Bearer"]
+
+    result.clear()
+    thread = threading.Thread(target=fetch, args=("b", result))
+    thread.start()
+    qtbot.waitUntil(lambda: len(approval_dialogs()) == 1, timeout=10000)
+    approval_dialogs()[0].deny.click()
+    thread.join(10)
+    assert result == ["access_denied"]
+
+    clients = window.show_clients()
+    qtbot.waitUntil(lambda: clients.table.rowCount() == 2, timeout=5000)
+    cells = {(clients.table.item(r, 1).text(), clients.table.item(r, 2).text()) for r in range(2)}
+    assert cells == {("a", "Allow"), ("b", "Deny")}
+    clients.table.selectRow([r for r in range(2) if clients.table.item(r, 1).text() == "b"][0])
+    clients.revoke.click()
+    qtbot.waitUntil(lambda: clients.table.rowCount() == 1, timeout=5000)
+
+
+def test_settings_write_config_and_autostart(qtbot, gui, user_dirs):
+    _, bridge, window = gui
+    dialog = window.show_settings()
+    dialog.policy.setCurrentIndex(2)  # deny
+    dialog.margin.setValue(300)
+    dialog.autostart.setChecked(True)
+    dialog.save()
+    qtbot.waitUntil(lambda: bridge.service.policy == "deny", timeout=5000)
+    from broker import autostart
+    from broker.config import load_config
+
+    assert load_config(Paths.default()).client_policy == "deny"
+    assert load_config(Paths.default()).refresh_margin == 300
+    assert autostart.is_enabled()
+    assert "Exec=" in autostart.autostart_path().read_text() and "--minimized" in autostart.autostart_path().read_text()
+    dialog = window.show_settings()
+    dialog.autostart.setChecked(False)
+    dialog.save()
+    qtbot.waitUntil(lambda: not autostart.is_enabled(), timeout=5000)
+
+
+def test_filter_and_tray_menu(qtbot, gui):
+    from ui.tray import Tray
+
+    _, bridge, window = gui
+    window.model.set_views(
+        [
+            {"name": "github", "server_url": "https://api.githubcopilot.com/mcp/", "status": "connected", "scopes": ["repo"], "expires_at": 2**40},
+            {"name": "linear", "server_url": "https://mcp.linear.app/mcp", "status": "reauth_required", "scopes": [], "expires_at": None},
+        ]
+    )
+    qtbot.keyClicks(window.filter, "lin")
+    assert window.proxy.rowCount() == 1
+    window.filter.clear()
+    assert window.proxy.rowCount() == 2
+    tray = Tray(window.model, window)
+    texts = [a.text() for a in tray.menu.actions() if a.text()]
+    assert texts[0] == "&Open MCP Token Broker" and texts[-1] == "&Quit"
+    assert "github — Connected" in texts and "linear — Re-authorization required" in texts
+    assert "linear: Re-authorization required" in tray.icon.toolTip()
+
+
+def test_second_launch_raises_the_window(qtbot, gui):
+    _, bridge, window = gui
+    window.hide()
+    assert not window.isVisible()
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    out = subprocess.run([sys.executable, "-m", "ui"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    qtbot.waitUntil(window.isVisible, timeout=5000)
+    assert BrokerClient().health()["ui"] is True
+
+
+def test_model_passes_qtmodeltester(qtmodeltester, qapp):
+    from ui.model import ConnectionsModel
+
+    model = ConnectionsModel()
+    model.set_views(
+        [
+            {"name": f"c{i}", "server_url": f"https://s{i}.example/mcp", "status": s, "scopes": ["a"], "expires_at": 2**31 + i}
+            for i, s in enumerate(["connected", "expired", "not_connected", "reauth_required"])
+        ]
+    )
+    qtmodeltester.check(model, force_py=True)
+    model.upsert("new", {"name": "new", "server_url": "https://n/mcp", "status": "connected", "scopes": [], "expires_at": None})
+    model.remove("c1")
+    model.refresh_started("c0")
+    qtmodeltester.check(model, force_py=True)
+
+
+def test_countdown_ticks(qtbot, qapp):
+    from ui.model import ConnectionsModel
+
+    now = [1000.0]
+    model = ConnectionsModel(clock=lambda: now[0], tick_ms=20)
+    model.set_views([{"name": "a", "server_url": "https://a/mcp", "status": "connected", "scopes": [], "expires_at": 1600}])
+    assert model.data(model.index(0, 4)) == "10:00"
+    assert model.data(model.index(0, 2)) == "Connected"
+    now[0] = 1500
+    with qtbot.waitSignal(model.dataChanged, timeout=1000):
+        pass
+    assert model.data(model.index(0, 4)) == "1:40"
+    assert model.data(model.index(0, 2)) == "Expiring soon"
+    now[0] = 1700
+    assert model.data(model.index(0, 2)) == "Expired"
