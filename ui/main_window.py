@@ -73,7 +73,7 @@ class MainWindow(QMainWindow):
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.table.horizontalHeader().setStretchLastSection(True)
-        for col, width in enumerate((140, 280, 190, 120, 90)):
+        for col, width in enumerate((120, 250, 200, 120, 80)):
             self.table.setColumnWidth(col, width)
         self.table.setAccessibleName("Connections")
         self.table.doubleClicked.connect(self._open_details)

@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""Take the README/docs screenshots of the desktop app under Xvfb.
+
+    .venv/bin/python scripts/screenshots.py [OUT_DIR]   (default docs/screenshots)
+
+Starts its own Xvfb (unless DISPLAY is set), runs the real window with the
+real broker service on a throwaway registry holding several connections in
+different states, and saves PNGs of the main window, the add dialog, the
+approval dialog and the tray menu. Nothing here talks to a network: the demo
+tokens carry no refresh token, and discovery results are shown as the add
+dialog would show them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def start_xvfb() -> subprocess.Popen | None:
+    if os.environ.get("DISPLAY"):
+        return None
+    for display in range(91, 120):
+        if not Path(f"/tmp/.X11-unix/X{display}").exists():
+            break
+    proc = subprocess.Popen(
+        ["Xvfb", f":{display}", "-screen", "0", "1400x900x24", "-nolisten", "tcp"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.environ["DISPLAY"] = f":{display}"
+    for _ in range(100):
+        if Path(f"/tmp/.X11-unix/X{display}").exists():
+            return proc
+        time.sleep(0.05)
+    raise SystemExit("Xvfb did not start")
+
+
+def demo_registry(home: Path) -> None:
+    from broker.discovery import AuthServerMetadata
+    from broker.keystore import FileKeyStore
+    from broker.model import ConnectionSettings, ConnectionState, Discovered
+    from broker.paths import Paths
+    from broker.secret import Secret
+    from broker.store import Store
+    from broker.tokens import TokenSet
+
+    now = int(time.time())
+    store = Store(Paths.default(), lambda: FileKeyStore(home / "vault.key"))
+    demo = [
+        ("github", "https://api.githubcopilot.com/mcp/", now + 47 * 60, ("repo", "read:org")),
+        ("linear", "https://mcp.linear.app/mcp", now + 23 * 60, ("read", "write")),
+        ("sentry", "https://mcp.sentry.dev/mcp", now + 95, ("org:read", "project:read")),
+        ("notion", "https://mcp.notion.com/mcp", now - 600, ("read_content",)),
+        ("jira", "https://mcp.atlassian.com/v1/sse", now + 3600, ("read:jira-work",)),
+        ("internal-docs", "https://mcp.internal.example.com/mcp", None, ()),
+    ]
+    def discovered(url: str, scopes: tuple[str, ...]) -> Discovered:
+        issuer = "https://auth." + url.split("/")[2].split(".", 1)[1]
+        server = AuthServerMetadata(
+            issuer=issuer,
+            authorization_endpoint=f"{issuer}/authorize",
+            token_endpoint=f"{issuer}/token",
+            registration_endpoint=f"{issuer}/register",
+            revocation_endpoint=f"{issuer}/revoke",
+            scopes_supported=(*scopes, "offline_access"),
+            code_challenge_methods_supported=("S256",),
+            token_endpoint_auth_methods_supported=("none",),
+            grant_types_supported=("authorization_code", "refresh_token"),
+            iss_parameter_supported=True,
+            client_id_metadata_document_supported=False,
+            source="oauth",
+            url=f"{issuer}/.well-known/oauth-authorization-server",
+        )
+        return Discovered(
+            issuer=issuer,
+            resource=url,
+            scopes=(*scopes, "offline_access"),
+            scopes_offered=scopes,
+            registration_method="dynamic",
+            resource_metadata_url=None,
+            auth_server=server,
+        )
+
+    with store.transaction() as txn:
+        for name, url, expires, scopes in demo:
+            txn.settings[name] = ConnectionSettings(
+                name=name, server_url=url, added_at=now, discovered=discovered(url, scopes)
+            )
+            if expires is None:
+                continue
+            txn.states[name] = ConnectionState(
+                tokens=TokenSet(
+                    access_token=Secret("demo"),
+                    token_type="Bearer",
+                    expires_at=expires,
+                    scope=scopes,
+                    refresh_token=None,
+                    obtained_at=now - 600,
+                ),
+                reauth_required=name == "jira",
+            )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", nargs="?", default=str(REPO / "docs" / "screenshots"))
+    out = Path(parser.parse_args().out)
+    out.mkdir(parents=True, exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix="broker-screens-"))
+    for var in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_RUNTIME_DIR"):
+        path = home / var.lower()
+        path.mkdir(mode=0o700)
+        os.environ[var] = str(path)
+    os.environ["MCP_TOKEN_BROKER_KEY_FILE"] = str(home / "vault.key")
+    os.environ.pop("MCP_TOKEN_BROKER_SOCKET", None)
+    xvfb = start_xvfb()
+    os.environ["QT_QPA_PLATFORM"] = "xcb"
+    sys.path.insert(0, str(REPO))
+    try:
+        demo_registry(home)
+        return shoot(out)
+    finally:
+        if xvfb is not None:
+            xvfb.terminate()
+            xvfb.wait()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def shoot(out: Path) -> int:
+    from PySide6.QtCore import QPoint
+    from PySide6.QtWidgets import QApplication
+
+    from broker.discovery import AuthServerMetadata
+    from broker.identity import ClientIdentity
+    from broker.model import Discovered
+    from ui.app import build
+    from ui.icons import app_icon
+    from ui.tray import Tray
+
+    app = QApplication([sys.argv[0]])
+    app.setApplicationName("MCP Token Broker")
+    app.setWindowIcon(app_icon())
+
+    def settle(seconds: float = 0.6) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            app.processEvents()
+            time.sleep(0.02)
+
+    args = argparse.Namespace(minimized=False, policy="ask")
+    runner, bridge, window = build(args)
+    window.resize(1280, 600)
+    window.show()
+    settle(1.0)
+    window.model.refresh_started("linear")
+    window.model.refresh_failed("notion", "token endpoint timed out")
+    window.select("github")
+    settle(1.0)
+    window.grab().save(str(out / "main-window.png"))
+
+    # The add dialog, as it looks after discovery.
+    window.add_action.trigger()
+    dialog = window.dialogs[-1]
+    dialog.url.setText("https://mcp.example.com/mcp")
+    dialog.name.setText("example")
+    server = AuthServerMetadata(
+        issuer="https://auth.example.com",
+        authorization_endpoint="https://auth.example.com/authorize",
+        token_endpoint="https://auth.example.com/token",
+        registration_endpoint="https://auth.example.com/register",
+        revocation_endpoint="https://auth.example.com/revoke",
+        scopes_supported=("mcp:read", "mcp:write", "offline_access"),
+        code_challenge_methods_supported=("S256",),
+        token_endpoint_auth_methods_supported=("none",),
+        grant_types_supported=("authorization_code", "refresh_token"),
+        iss_parameter_supported=True,
+        client_id_metadata_document_supported=False,
+        source="oauth",
+        url="https://auth.example.com/.well-known/oauth-authorization-server",
+    )
+    discovered = Discovered(
+        issuer=server.issuer,
+        resource="https://mcp.example.com/mcp",
+        scopes=("mcp:read", "offline_access"),
+        scopes_offered=("mcp:read", "mcp:write"),
+        registration_method="dynamic",
+        resource_metadata_url="https://mcp.example.com/.well-known/oauth-protected-resource/mcp",
+        auth_server=server,
+    )
+    dialog._discovered("https://mcp.example.com/mcp", dialog._options(), discovered)
+    settle()
+    dialog.grab().save(str(out / "add-dialog.png"))
+    dialog.reject()
+
+    # The approval dialog for a client asking under the `ask` policy.
+    class DemoRequest:
+        connection = "github"
+        client = ClientIdentity(
+            pid=48213,
+            app_pid=48190,
+            exe="/usr/bin/node",
+            script="/home/dev/.local/share/claude/cli.js",
+            name="claude",
+            chain=("mcp-token-broker headers", "sh"),
+        )
+
+        def answer(self, decision: str) -> None:
+            pass
+
+    approval = window.ask_approval(DemoRequest())
+    settle()
+    approval.grab().save(str(out / "approval-dialog.png"))
+    approval.decision = "shown"
+    approval.close()
+
+    # The tray menu (drawn as a popup, since Xvfb has no system tray).
+    tray = Tray(window.model, window)
+    tray.menu.popup(QPoint(40, 40))
+    settle()
+    tray.menu.grab().save(str(out / "tray-menu.png"))
+    tray.menu.close()
+
+    window.quitting = True
+    runner.stop()
+    for name in ("main-window", "add-dialog", "approval-dialog", "tray-menu"):
+        print(out / f"{name}.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
