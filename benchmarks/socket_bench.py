@@ -548,6 +548,7 @@ class Bench:
         runs = self.startup_runs
         variants: dict[str, tuple[list[str], dict[str, str], str | None]] = {
             "python -c pass": ([self.py, "-c", "pass"], self.env, None),
+            "token CLI": ([self.cli, "token", CONNECTION], self.env, "x" * TOKEN_LEN),
             "python -S -c pass": ([self.py, "-S", "-c", "pass"], self.env, None),
         }
         if finder_mods:
@@ -724,18 +725,19 @@ class Bench:
 
         costs = self.startup_costs()
         print()
-        print("Interpreter start-up (medians; what every CLI call pays before the broker's code)")
+        print(f"Interpreter start-up, {self.startup_runs} runs each, interleaved (medians)")
         walls = {k: statistics.median(v) for k, v in costs["wall"].items()}
         for k, v in walls.items():
             print(f"  {k:<44} {v * 1000:6.1f} ms")
         if "python -S + editable finder only" in walls:
             finder = walls["python -S + editable finder only"] - walls["python -S + sys.path only"]
             print(f"  => editable finder ({', '.join(costs['finder_pth'])}): ~{finder * 1000:.1f} ms per start "
-                  f"({finder / bare_med:.0%} of `python -c pass`, {finder / cli_med:.0%} of the token CLI)")
+                  f"({finder / walls['python -c pass']:.0%} of `python -c pass`, "
+                  f"{finder / walls['token CLI']:.0%} of the token CLI)")
         if "plain venv: token CLI" in walls:
             pc, pb = walls["plain venv: token CLI"], walls["plain venv: python -c pass"]
             print(f"  => without the editable install: token CLI {pc * 1000:.1f} ms vs python -c pass {pb * 1000:.1f} ms"
-                  f" = x{pc / pb:.2f} (with it: x{cli_med / bare_med:.2f})")
+                  f" = x{pc / pb:.2f} (with it, same runs: x{walls['token CLI'] / walls['python -c pass']:.2f})")
         it = costs["importtime_site_children_us"]
         shown = {k: v for k, v in it.items() if k in costs["finder_modules"] or k == "_distutils_hack"}
         if shown:

@@ -13,10 +13,12 @@ from dataclasses import asdict, dataclass
 
 from .atomic import atomic_write
 from .errors import SettingsCorrupt
-from .grants import POLICIES
 from .paths import Paths
 
-__all__ = ["Config", "load_config", "save_config"]
+__all__ = ["Config", "load_config", "save_config", "POLICIES"]
+
+#: What the service does for a client without a grant.
+POLICIES: tuple[str, ...] = ("ask", "allow", "deny")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .atomic import atomic_write
+from .config import POLICIES
 from .errors import SettingsCorrupt, UsageError
 
 __all__ = ["Grant", "Grants", "Decision", "ApprovalRequest", "DECISIONS", "Policy", "POLICIES"]
@@ -24,7 +25,6 @@ __all__ = ["Grant", "Grants", "Decision", "ApprovalRequest", "DECISIONS", "Polic
 Decision = Literal["allow_session", "allow_always", "deny_session", "deny_always"]
 DECISIONS: tuple[str, ...] = ("allow_session", "allow_always", "deny_session", "deny_always")
 Policy = Literal["ask", "allow", "deny"]
-POLICIES: tuple[str, ...] = ("ask", "allow", "deny")
 FORMAT = "mcp-token-broker-grants"
 
 

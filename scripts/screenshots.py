@@ -160,6 +160,8 @@ def shoot(out: Path) -> int:
     runner, bridge, window = build(args)
     window.resize(1280, 600)
     window.show()
+    while not bridge.is_ready:
+        settle(0.1)
     settle(1.0)
     window.model.refresh_started("linear")
     window.model.refresh_failed("notion", "token endpoint timed out")

@@ -55,6 +55,7 @@ def gui(qtbot, user_dirs, tmp_path, request):
     runner, bridge, window = build(argparse.Namespace(minimized=False, policy=None), make_service=make_service)
     qtbot.addWidget(window)
     window.show()
+    qtbot.waitUntil(lambda: bridge.is_ready, timeout=20000)
     yield runner, bridge, window
     window.quitting = True
     runner.stop()

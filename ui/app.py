@@ -34,19 +34,19 @@ def _already_running() -> int | None:
 
 
 def build(args: argparse.Namespace, *, make_service: object = None) -> tuple[object, object, object]:
-    """Create the runner, bridge and window (tests call this with their own service)."""
-    from broker.config import load_config
-    from broker.paths import Paths
+    """Create the runner, bridge and window (tests call this with their own service).
 
+    Only Qt and the window's own modules load on the GUI thread before the
+    first paint; the service, its dependencies and the config load on the
+    worker thread."""
     from .bridge import Bridge, ServiceRunner
     from .main_window import MainWindow
     from .tray import Tray
 
-    paths = Paths.default()
-    config = load_config(paths, default_policy="ask")
     if make_service is None:
 
         def make_service() -> object:
+            from broker.config import load_config
             from broker.engine import Engine
             from broker.keystore import FileKeyStore, KeyringKeyStore
             from broker.service import BrokerService
@@ -54,6 +54,10 @@ def build(args: argparse.Namespace, *, make_service: object = None) -> tuple[obj
             from broker.store import Store
             from broker.transport import Transport
 
+            from broker.paths import Paths
+
+            paths = Paths.default()
+            config = load_config(paths, default_policy="ask")
             key_file = os.environ.get("MCP_TOKEN_BROKER_KEY_FILE")
             keystore = (lambda: FileKeyStore(key_file)) if key_file else KeyringKeyStore
             store = Store(paths, keystore)
@@ -69,8 +73,8 @@ def build(args: argparse.Namespace, *, make_service: object = None) -> tuple[obj
 
     runner = ServiceRunner(make_service)  # type: ignore[arg-type]
     bridge = Bridge(runner)
-    runner.start()
-    window = MainWindow(bridge, config)
+    window = MainWindow(bridge)
+    bridge.start()  # the window paints while the service starts on its thread
     if Tray.available():
         tray = Tray(window.model, window)
         tray.openRequested.connect(window.bring_to_front)
@@ -101,12 +105,18 @@ def main(argv: list[str] | None = None) -> int:
     running = _already_running()
     if running is not None:
         return running
-    try:
-        runner, _bridge, window = build(args)
-    except BrokerError as exc:
-        QMessageBox.critical(None, "MCP Token Broker could not start", str(exc))
-        return exc.exit_code
+    runner, bridge, window = build(args)
+    exit_code = 0
+
+    def failed(exc: BaseException) -> None:
+        nonlocal exit_code
+        exit_code = exc.exit_code if isinstance(exc, BrokerError) else 1
+        QMessageBox.critical(window, "MCP Token Broker could not start", str(exc))  # type: ignore[arg-type]
+        app.quit()
+
+    bridge.failed.connect(failed)  # type: ignore[attr-defined]
     if not (args.minimized and getattr(window, "tray", None) is not None):
         window.show()  # type: ignore[attr-defined]
     app.aboutToQuit.connect(runner.stop)  # type: ignore[attr-defined]
-    return app.exec()
+    code = app.exec()
+    return exit_code or code

@@ -10,17 +10,18 @@ vault.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Signal, Slot
 
-from broker import events as ev
-from broker.service import BrokerService
+if TYPE_CHECKING:  # imported on the worker thread, so the window paints sooner
+    import concurrent.futures
+
+    from broker import events as ev
+    from broker.service import BrokerService
 
 __all__ = ["ServiceRunner", "Bridge"]
 
@@ -33,10 +34,11 @@ class ServiceRunner:
     def __init__(self, make_service: Callable[[], BrokerService]) -> None:
         self._make_service = make_service
         self.service: BrokerService | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop: Any = None  # the asyncio loop, once running
         self._thread = threading.Thread(target=self._run, name="broker-service", daemon=True)
         self._started = threading.Event()
         self._subscribers: list[Callable[[ev.Event], None]] = []
+        self._on_started: Callable[[BaseException | None], None] | None = None
         self.error: BaseException | None = None
 
     def subscribe(self, callback: Callable[[ev.Event], None]) -> None:
@@ -44,16 +46,30 @@ class ServiceRunner:
         self._subscribers.append(callback)
 
     def start(self, timeout: float = 30.0) -> None:
-        self._thread.start()
+        """Start and wait until the service serves (or raise its error)."""
+        self.start_in_background()
         if not self._started.wait(timeout):
             raise TimeoutError("the broker service did not start")
         if self.error is not None:
             raise self.error
 
+    def start_in_background(self, on_started: Callable[[BaseException | None], None] | None = None) -> None:
+        """Start without waiting; `on_started(error or None)` runs on the worker thread."""
+        self._on_started = on_started
+        self._thread.start()
+
+    @property
+    def ready(self) -> bool:
+        return self._started.is_set() and self.error is None
+
     def _run(self) -> None:
+        import asyncio  # on the worker thread: the window need not wait for it
+
         asyncio.run(self._main())
 
     async def _main(self) -> None:
+        import asyncio
+
         self.loop = asyncio.get_running_loop()
         try:
             self.service = self._make_service()
@@ -63,12 +79,18 @@ class ServiceRunner:
         except BaseException as exc:  # reported to the GUI thread by start()
             self.error = exc
             self._started.set()
+            if self._on_started is not None:
+                self._on_started(exc)
             return
         self._started.set()
+        if self._on_started is not None:
+            self._on_started(None)
         await self.service._stopping.wait()
         await self.service.stop()
 
     def submit(self, coro: Awaitable[Any]) -> concurrent.futures.Future[Any]:
+        import asyncio
+
         assert self.loop is not None
         return asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
 
@@ -97,13 +119,38 @@ class Bridge(QObject):
     flowProgress = Signal(str, str, str, str, object)
     flowFinished = Signal(str, str, object)
     showRequested = Signal()
+    #: The service serves: commands may run. Emitted once.
+    ready = Signal()
+    #: The service could not start (e.g. no keyring); the argument is the error.
+    failed = Signal(object)
     _done = Signal(object, object, object)
+    _started = Signal(object)
 
     def __init__(self, runner: ServiceRunner, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.runner = runner
+        self._pending: list[tuple[Any, Any, Any]] = []
         runner.subscribe(self._on_event)
         self._done.connect(self._deliver)
+        self._started.connect(self._on_started)
+
+    def start(self) -> None:
+        """Start the service in the background; `ready` or `failed` follows."""
+        self.runner.start_in_background(self._started.emit)
+
+    @property
+    def is_ready(self) -> bool:
+        return self.runner.ready
+
+    @Slot(object)
+    def _on_started(self, error: BaseException | None) -> None:
+        if error is not None:
+            self.failed.emit(error)
+            return
+        pending, self._pending = self._pending, []
+        for make_coro, on_done, on_error in pending:
+            self.run(make_coro, on_done, on_error)
+        self.ready.emit()
 
     @property
     def service(self) -> BrokerService:
@@ -113,6 +160,8 @@ class Bridge(QObject):
     # -- events: loop thread -> signals -----------------------------------------
 
     def _on_event(self, event: ev.Event) -> None:
+        from broker import events as ev  # already loaded by the service: a dict lookup
+
         if isinstance(event, ev.ConnectionChanged):
             self.connectionChanged.emit(event.name, dict(event.view))
         elif isinstance(event, ev.ConnectionRemoved):
@@ -146,7 +195,11 @@ class Bridge(QObject):
         on_done: Callable[[Any], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
     ) -> concurrent.futures.Future[Any]:
-        """Run `make_coro(service)` on the loop; call back on the GUI thread."""
+        """Run `make_coro(service)` on the loop; call back on the GUI thread.
+        Commands given before the service is ready wait for it."""
+        if not self.runner.ready:
+            self._pending.append((make_coro, on_done, on_error))
+            return None  # type: ignore[return-value]
 
         async def wrapped() -> Any:
             return await make_coro(self.service)

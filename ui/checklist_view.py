@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
-from broker.checklist import CheckItem
+if TYPE_CHECKING:
+    from broker.checklist import CheckItem
 
 __all__ = ["ChecklistView"]
 

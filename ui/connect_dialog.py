@@ -9,9 +9,6 @@ import threading
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
 
-from broker.browser import open_browser
-from broker.errors import BrowserRefused
-
 from .bridge import Bridge
 
 __all__ = ["ConnectDialog"]
@@ -104,6 +101,9 @@ class ConnectDialog(QDialog):
         url = self.link.text()
 
         def run() -> None:  # webbrowser may wait for the browser command: not on the GUI thread
+            from broker.browser import open_browser
+            from broker.errors import BrowserRefused
+
             try:
                 open_browser(url)
             except BrowserRefused:

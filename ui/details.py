@@ -19,10 +19,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from broker.audit import read_audit
-from broker.checklist import CheckItem
-from broker.snippets import CLIENTS, snippet
-
 from .bridge import Bridge
 from .checklist_view import ChecklistView
 
@@ -82,10 +78,7 @@ class DetailsPane(QWidget):
         self.copy_button.setToolTip("Copy a ready-to-paste snippet that makes an MCP client use this connection")
         self.copy_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         menu = QMenu(self.copy_button)
-        for key, label in CLIENTS.items():
-            action = QAction(label, menu)
-            action.triggered.connect(lambda _checked=False, k=key: self.copy_snippet(k))
-            menu.addAction(action)
+        menu.aboutToShow.connect(self._fill_copy_menu)
         self.copy_button.setMenu(menu)
         buttons = QHBoxLayout()
         for b in (self.connect_button, self.disconnect_button, self.remove_button, self.copy_button):
@@ -115,9 +108,10 @@ class DetailsPane(QWidget):
             self._set_enabled(False)
             return
         self.title.setText(name)
-        audit_path = self.bridge.service.paths.state_dir / "audit.log"
-
         def load(service: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+            from broker.audit import read_audit
+
+            audit_path = service.paths.state_dir / "audit.log"
             return service.show(name), read_audit(audit_path, connection=name, limit=20)
 
         self.bridge.call(load, lambda result: self._loaded(name, *result), lambda exc: self._failed(name, exc))
@@ -145,6 +139,8 @@ class DetailsPane(QWidget):
         self.refresh_token.setText("Yes: renewed in the background" if view.get("has_refresh_token") else "No")
         reg = view.get("registration") or {}
         self.registration.setText(f"{reg.get('method') or '—'} · client {reg.get('client_id') or '—'}")
+        from broker.checklist import CheckItem
+
         self.checklist.set_items([CheckItem(**item) for item in view.get("security") or ()])
         self.audit.clear()
         for entry in reversed(audit):
@@ -153,8 +149,21 @@ class DetailsPane(QWidget):
         if not audit:
             self.audit.addItem("No client has asked for this token yet.")
 
+    def _fill_copy_menu(self) -> None:
+        from broker.snippets import CLIENTS
+
+        menu = self.copy_button.menu()
+        if menu.actions():
+            return
+        for key, label in CLIENTS.items():
+            action = QAction(label, menu)
+            action.triggered.connect(lambda _checked=False, k=key: self.copy_snippet(k))
+            menu.addAction(action)
+
     def copy_snippet(self, client: str) -> None:
         if self.name is None or self.view is None:
             return
+        from broker.snippets import CLIENTS, snippet
+
         QGuiApplication.clipboard().setText(snippet(client, self.name, self.view["server_url"]))
         self.copied.emit(CLIENTS[client])

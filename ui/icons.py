@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.resources
+import os
 from functools import cache
 
 from PySide6.QtGui import QIcon
@@ -21,7 +21,11 @@ STATUS_ICONS = {
 
 
 def resource_path(name: str) -> str:
-    return str(importlib.resources.files("mcp_token_broker_resources").joinpath(name))
+    # A plain directory in both the checkout and an installed wheel, so the
+    # package's own path serves (importlib.resources costs start-up time).
+    import mcp_token_broker_resources
+
+    return os.path.join(os.path.dirname(mcp_token_broker_resources.__file__), name)
 
 
 @cache

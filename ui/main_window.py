@@ -21,26 +21,26 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from broker.config import Config
+from typing import TYPE_CHECKING
 
-from .add_dialog import AddDialog
-from .approval import ApprovalDialog
-from .bridge import Bridge
-from .clients import ClientsDialog
-from .connect_dialog import ConnectDialog
 from .details import DetailsPane
 from .icons import app_icon
 from .model import NAME_ROLE, SORT_ROLE, ConnectionsModel
-from .settings_dialog import SettingsDialog
+
+if TYPE_CHECKING:  # dialogs are imported when first opened: the window paints sooner
+    from .approval import ApprovalDialog
+    from .bridge import Bridge
+    from .clients import ClientsDialog
+    from .connect_dialog import ConnectDialog
+    from .settings_dialog import SettingsDialog
 
 __all__ = ["MainWindow"]
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, bridge: Bridge, config: Config, *, model: ConnectionsModel | None = None) -> None:
+    def __init__(self, bridge: Bridge, *, model: ConnectionsModel | None = None) -> None:
         super().__init__()
         self.bridge = bridge
-        self.config = config
         self.tray: Any = None
         self.quitting = False
         self.dialogs: list[Any] = []
@@ -140,7 +140,8 @@ class MainWindow(QMainWindow):
         bridge.showRequested.connect(self.bring_to_front)
         self._update_empty_state()
         self._selection_changed()
-        self.reload()
+        self.status_label.setText("Starting the broker…")
+        bridge.ready.connect(self.reload)
 
     # -- setup ------------------------------------------------------------------------
 
@@ -178,6 +179,9 @@ class MainWindow(QMainWindow):
         menu.addAction(self.quit_action)
 
     def reload(self) -> None:
+        if not self.bridge.is_ready:
+            return
+
         def views(service: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             return service.views(), service.health()
 
@@ -254,6 +258,8 @@ class MainWindow(QMainWindow):
     # -- actions ------------------------------------------------------------------------
 
     def add_connection(self) -> None:
+        from .add_dialog import AddDialog
+
         dialog = AddDialog(self.bridge, self.model.names(), self)
         dialog.added.connect(self._added)
         self._keep(dialog)
@@ -265,6 +271,8 @@ class MainWindow(QMainWindow):
             self.connect_connection(name)
 
     def connect_connection(self, name: str) -> ConnectDialog:
+        from .connect_dialog import ConnectDialog
+
         dialog = ConnectDialog(self.bridge, name, self)
         self._keep(dialog)
         dialog.show()
@@ -305,6 +313,8 @@ class MainWindow(QMainWindow):
         self.details_dock.raise_()
 
     def ask_approval(self, request: Any) -> ApprovalDialog:
+        from .approval import ApprovalDialog
+
         dialog = ApprovalDialog(self.bridge, request, timeout=self.bridge.service.approval_timeout, parent=self)
         self._keep(dialog)
         dialog.show()
@@ -312,14 +322,22 @@ class MainWindow(QMainWindow):
         return dialog
 
     def show_clients(self) -> ClientsDialog:
+        from .clients import ClientsDialog
+
         dialog = ClientsDialog(self.bridge, self)
         self._keep(dialog)
         dialog.show()
         return dialog
 
     def show_settings(self) -> SettingsDialog:
-        dialog = SettingsDialog(self.bridge, self.config, self)
-        dialog.accepted.connect(lambda: (setattr(self, "config", dialog.config), self.reload_status()))
+        from broker.config import Config
+
+        from .settings_dialog import SettingsDialog
+
+        service = self.bridge.service
+        current = Config(client_policy=service.policy, refresh_margin=int(service.min_margin))
+        dialog = SettingsDialog(self.bridge, current, self)
+        dialog.accepted.connect(self.reload_status)
         self._keep(dialog)
         dialog.open()
         return dialog
