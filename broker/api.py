@@ -75,6 +75,15 @@ class Peer:
 
 
 @dataclass
+class _Deadline:
+    """When the connection's current wait must end (loop time); None: no wait."""
+
+    reader: asyncio.StreamReader
+    at: float | None = None
+    expired: bool = False
+
+
+@dataclass
 class ApiRequest:
     method: str
     path: str
@@ -87,6 +96,7 @@ class ApiRequest:
 Handler = Callable[[ApiRequest], Awaitable[tuple[int, Any]]]
 
 _JSON = [("Content-Type", "application/json")]
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode  # built once, not per response
 
 
 class ApiServer:
@@ -110,6 +120,8 @@ class ApiServer:
         self._identify = identify
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._deadlines: dict[asyncio.Task[None], _Deadline] = {}
+        self._sweeper: asyncio.Task[None] | None = None
         self.rejected_peers = 0
 
     # -- socket setup ---------------------------------------------------------
@@ -166,8 +178,24 @@ class ApiServer:
         self._remove_stale_socket()
         sock = self._bind()
         self._server = await asyncio.start_unix_server(self._accept, sock=sock, limit=self.max_head)
+        self._sweeper = asyncio.create_task(self._sweep(), name="api-timeouts")
+
+    async def _sweep(self) -> None:
+        """Enforce idle and request timeouts for every connection from one task,
+        twice a second, instead of arming a timer per request on the hot path."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(0.5)
+            now = loop.time()
+            for deadline in list(self._deadlines.values()):
+                if deadline.at is not None and now >= deadline.at and not deadline.expired:
+                    deadline.expired = True
+                    deadline.reader.feed_eof()
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         if self._server is not None:
             self._server.close()
             for task in list(self._tasks):
@@ -201,23 +229,27 @@ class ApiServer:
                 self.rejected_peers += 1
                 log.warning("refused a connection from uid %s", creds.uid if creds else "unknown")
                 return
-            await self._serve(reader, writer, Peer(creds, self._identify))
+            self._deadlines[task] = _Deadline(reader)
+            await self._serve(reader, writer, Peer(creds, self._identify), self._deadlines[task])
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:
             pass
         finally:
             self._tasks.discard(task)
+            self._deadlines.pop(task, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer) -> None:
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer, deadline: _Deadline
+    ) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head)
         loop = asyncio.get_running_loop()
         while True:
             try:
-                request, body = await self._read_request(conn, reader, loop)
+                request, body = await self._read_request(conn, reader, loop, deadline)
             except TimeoutError:
                 # Idle keep-alive: just close. Half-sent request: say why.
                 if conn.their_state is h11.SEND_BODY or conn.trailing_data[0]:
@@ -241,62 +273,70 @@ class ApiServer:
             conn.start_next_cycle()
 
     async def _read_request(
-        self, conn: h11.Connection, reader: asyncio.StreamReader, loop: asyncio.AbstractEventLoop
+        self,
+        conn: h11.Connection,
+        reader: asyncio.StreamReader,
+        loop: asyncio.AbstractEventLoop,
+        deadline: _Deadline,
     ) -> tuple[h11.Request | None, bytes]:
+        """One request: idle until its first byte, then `request_timeout` to
+        finish it. The sweeper ends an overdue wait by feeding the reader EOF."""
         request: h11.Request | None = None
         body = bytearray()
-        deadline: float | None = None
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                if deadline is None and not conn.trailing_data[0]:
-                    timeout = self.idle_timeout
-                else:
-                    if deadline is None:
-                        deadline = loop.time() + self.request_timeout
-                    timeout = deadline - loop.time()
-                    if timeout <= 0:
-                        raise TimeoutError
-                async with asyncio.timeout(timeout):
+        started = bool(conn.trailing_data[0])
+        deadline.at = loop.time() + (self.request_timeout if started else self.idle_timeout)
+        try:
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
                     data = await reader.read(65536)
-                if deadline is None:
-                    deadline = loop.time() + self.request_timeout
-                conn.receive_data(data)
-                if not data and conn.their_state is h11.IDLE:
+                    if deadline.expired:
+                        raise TimeoutError
+                    if not started:
+                        started = True
+                        deadline.at = loop.time() + self.request_timeout
+                    conn.receive_data(data)
+                    if not data and conn.their_state is h11.IDLE:
+                        return None, b""
+                    continue
+                if isinstance(event, h11.Request):
+                    request = event
+                    # h11 caps only heads that arrive in pieces; cap whole ones too.
+                    head = len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
+                    if head > self.max_head:
+                        raise _HeadTooLarge
+                    length = _content_length(event)
+                    if length is not None and length > self.max_body:
+                        raise _TooLarge
+                elif isinstance(event, h11.Data):
+                    body += event.data
+                    if len(body) > self.max_body:
+                        raise _TooLarge
+                elif isinstance(event, h11.EndOfMessage):
+                    return request, bytes(body)
+                else:
                     return None, b""
-                continue
-            if isinstance(event, h11.Request):
-                request = event
-                # h11 caps only heads that arrive in pieces; cap whole ones too.
-                head = len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
-                if head > self.max_head:
-                    raise _HeadTooLarge
-                length = _content_length(event)
-                if length is not None and length > self.max_body:
-                    raise _TooLarge
-            elif isinstance(event, h11.Data):
-                body += event.data
-                if len(body) > self.max_body:
-                    raise _TooLarge
-            elif isinstance(event, h11.EndOfMessage):
-                return request, bytes(body)
-            elif isinstance(event, h11.ConnectionClosed):
-                return None, b""
-            else:
-                return None, b""
+        finally:
+            deadline.at = None  # handling the request is not bounded by these timeouts
 
     async def _dispatch(self, request: h11.Request, body: bytes, peer: Peer) -> tuple[int, Any]:
         target = request.target.decode("ascii", "replace")
         path, _, query_string = target.partition("?")
         try:
-            query = dict(parse_qsl(query_string, max_num_fields=20))
+            query = dict(parse_qsl(query_string, max_num_fields=20)) if query_string else {}
             parsed: Any = None
             if body:
                 try:
                     parsed = json.loads(body)
                 except ValueError:
                     raise ApiError(400, "bad_request", "the body is not JSON") from None
-            segments = tuple(unquote(s) for s in path.strip("/").split("/")) if path.strip("/") else ()
+            stripped = path.strip("/")
+            if not stripped:
+                segments: tuple[str, ...] = ()
+            elif "%" in stripped:
+                segments = tuple(unquote(s) for s in stripped.split("/"))
+            else:
+                segments = tuple(stripped.split("/"))
             api_request = ApiRequest(request.method.decode(), path, query, parsed, peer, segments)
             return await self.handler(api_request)
         except ApiError as exc:
@@ -308,12 +348,15 @@ class ApiServer:
             return 500, {"error": "internal_error", "message": "the broker hit an internal error; see its log"}
 
     async def _send(self, conn: h11.Connection, writer: asyncio.StreamWriter, status: int, payload: Any) -> bool:
-        data = json.dumps(payload, separators=(",", ":")).encode() + b"\n"
-        headers = [*_JSON, ("Content-Length", str(len(data)))]
-        writer.write(conn.send(h11.Response(status_code=status, headers=headers)))
-        writer.write(conn.send(h11.Data(data=data)))
-        writer.write(conn.send(h11.EndOfMessage()))
-        await writer.drain()
+        data = _ENCODE(payload).encode() + b"\n"
+        # One write (one syscall) for head, body and end.
+        writer.write(
+            conn.send(_response(status, len(data)))  # type: ignore[operator]
+            + conn.send(h11.Data(data=data))
+            + conn.send(_END)
+        )
+        if writer.transport.get_write_buffer_size():
+            await writer.drain()
         return conn.our_state is h11.DONE and conn.their_state is h11.DONE
 
     async def _send_error(self, conn: h11.Connection, writer: asyncio.StreamWriter, error: ApiError) -> None:
@@ -334,6 +377,22 @@ class ApiServer:
             await writer.drain()
         except (h11.LocalProtocolError, ConnectionError):
             pass
+
+
+_END = h11.EndOfMessage()
+_RESPONSES: dict[tuple[int, int], h11.Response] = {}
+
+
+def _response(status: int, length: int) -> h11.Response:
+    """h11 events are immutable: reuse a validated Response per (status, length)
+    rather than building and validating a new one for every token."""
+    key = (status, length)
+    event = _RESPONSES.get(key)
+    if event is None:
+        if len(_RESPONSES) > 512:
+            _RESPONSES.clear()
+        event = _RESPONSES[key] = h11.Response(status_code=status, headers=[*_JSON, ("Content-Length", str(length))])
+    return event
 
 
 class _TooLarge(Exception):

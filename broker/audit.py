@@ -37,6 +37,8 @@ class AuditLog:
         self.max_bytes = max_bytes
         self._fd: int | None = None
         self._writes = 0
+        # The client part of a line, serialised once per client (the token path).
+        self._clients: dict[Any, str] = {}
 
     def _open(self) -> int:
         if self._fd is None:
@@ -55,22 +57,31 @@ class AuditLog:
         os.replace(self.path, self.path.with_name(self.path.name + ".1"))
 
     def record(self, *, connection: str, client: Client, outcome: str, detail: str | None = None) -> None:
-        who = client.to_json()  # paths made printable by the identity module
-        entry = {
-            "time": round(self.clock(), 3),
-            "connection": connection,
-            "outcome": outcome,
-            "client": client.name,
-            "pid": client.pid,
-            "exe": who.get("exe"),
-            "script": who.get("script"),
-        }
-        if detail:
-            entry["detail"] = detail
+        try:
+            who = self._clients.get(client)
+        except TypeError:  # an unhashable stand-in for an identity
+            who = None
+        if who is None:
+            info = client.to_json()  # paths made printable by the identity module
+            who = json.dumps(
+                {"client": client.name, "pid": client.pid, "exe": info.get("exe"), "script": info.get("script")},
+                separators=(",", ":"),
+            )[1:-1]
+            if len(self._clients) > 1024:
+                self._clients.clear()
+            try:
+                self._clients[client] = who
+            except TypeError:  # an unhashable stand-in: just do not cache
+                pass
+        extra = f',"detail":{json.dumps(detail)}' if detail else ""
+        line = (
+            f'{{"time":{round(self.clock(), 3)},"connection":{json.dumps(connection)},'
+            f'"outcome":{json.dumps(outcome)},{who}{extra}}}\n'
+        )
         self._writes += 1
         if self._writes % _CHECK_EVERY == 0:
             self._rotate_if_big()
-        os.write(self._open(), (json.dumps(entry, separators=(",", ":")) + "\n").encode())
+        os.write(self._open(), line.encode())
 
     def close(self) -> None:
         if self._fd is not None:
