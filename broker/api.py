@@ -283,7 +283,8 @@ class ApiServer:
         finish it. The sweeper ends an overdue wait by feeding the reader EOF."""
         request: h11.Request | None = None
         body = bytearray()
-        started = bool(conn.trailing_data[0])
+        received = len(conn.trailing_data[0])  # bytes of this request seen so far
+        started = bool(received)
         deadline.at = loop.time() + (self.request_timeout if started else self.idle_timeout)
         try:
             while True:
@@ -295,19 +296,17 @@ class ApiServer:
                     if not started:
                         started = True
                         deadline.at = loop.time() + self.request_timeout
+                    received += len(data)
                     conn.receive_data(data)
                     if not data and conn.their_state is h11.IDLE:
                         return None, b""
                     continue
                 if isinstance(event, h11.Request):
                     request = event
-                    # h11 caps only heads that arrive in pieces; cap whole ones too.
-                    head = len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
-                    if head > self.max_head:
+                    # h11 caps only heads that arrive in pieces; cap whole ones
+                    # too: what it consumed for this event is the head.
+                    if received - len(conn.trailing_data[0]) > self.max_head:
                         raise _HeadTooLarge
-                    length = _content_length(event)
-                    if length is not None and length > self.max_body:
-                        raise _TooLarge
                 elif isinstance(event, h11.Data):
                     body += event.data
                     if len(body) > self.max_body:
@@ -402,12 +401,3 @@ class _TooLarge(Exception):
 class _HeadTooLarge(Exception):
     pass
 
-
-def _content_length(request: h11.Request) -> int | None:
-    for name, value in request.headers:
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
