@@ -35,7 +35,7 @@ from .errors import BrokerError
 from .identity import ClientIdentity, identify
 from .peercred import PeerCredentials, peer_credentials
 
-__all__ = ["ApiError", "ApiRequest", "Peer", "ApiServer", "AlreadyRunning", "SocketDirUnsafe"]
+__all__ = ["ApiError", "ApiRequest", "Peer", "ApiServer", "AlreadyRunning", "SocketDirUnsafe", "PlainText"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,10 @@ class ApiError(Exception):
         self.status = status
         self.code = code
         self.message = message
+
+
+class PlainText(str):
+    """A handler's answer sent as text/plain instead of JSON (the `token` fast path)."""
 
 
 class AlreadyRunning(BrokerError):
@@ -347,10 +351,15 @@ class ApiServer:
             return 500, {"error": "internal_error", "message": "the broker hit an internal error; see its log"}
 
     async def _send(self, conn: h11.Connection, writer: asyncio.StreamWriter, status: int, payload: Any) -> bool:
-        data = _ENCODE(payload).encode() + b"\n"
+        if isinstance(payload, PlainText):
+            data = payload.encode() + b"\n"
+            content_type = "text/plain; charset=utf-8"
+        else:
+            data = _ENCODE(payload).encode() + b"\n"
+            content_type = "application/json"
         # One write (one syscall) for head, body and end.
         writer.write(
-            conn.send(_response(status, len(data)))  # type: ignore[operator]
+            conn.send(_response(status, len(data), content_type))  # type: ignore[operator]
             + conn.send(h11.Data(data=data))
             + conn.send(_END)
         )
@@ -379,18 +388,19 @@ class ApiServer:
 
 
 _END = h11.EndOfMessage()
-_RESPONSES: dict[tuple[int, int], h11.Response] = {}
+_RESPONSES: dict[tuple[int, int, str], h11.Response] = {}
 
 
-def _response(status: int, length: int) -> h11.Response:
-    """h11 events are immutable: reuse a validated Response per (status, length)
-    rather than building and validating a new one for every token."""
-    key = (status, length)
+def _response(status: int, length: int, content_type: str) -> h11.Response:
+    """h11 events are immutable: reuse a validated Response per (status, length,
+    type) rather than building and validating a new one for every token."""
+    key = (status, length, content_type)
     event = _RESPONSES.get(key)
     if event is None:
         if len(_RESPONSES) > 512:
             _RESPONSES.clear()
-        event = _RESPONSES[key] = h11.Response(status_code=status, headers=[*_JSON, ("Content-Length", str(length))])
+        headers = [("Content-Type", content_type), ("Content-Length", str(length))]
+        event = _RESPONSES[key] = h11.Response(status_code=status, headers=headers)
     return event
 
 

@@ -489,7 +489,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_token(args: argparse.Namespace) -> int:
     from .fastpath import run
+    from .model import check_name
 
+    check_name(args.name)
     argv = [args.command, args.name]
     if args.min_ttl is not None:
         argv += ["--min-ttl", str(args.min_ttl)]

@@ -1,20 +1,28 @@
 """`mcp-token-broker token NAME` and `headers NAME`, over the socket.
 
-Returns None for arguments it does not understand, so the full CLI can
+This runs for every request some MCP clients make, so it imports almost
+nothing: `_socket` (the C module; `socket` pulls in enum and selectors) and
+no `json` on success (`json` pulls in `re`). The service answers
+`?format=text` with the bare token. Errors are JSON and are decoded only
+when they happen.
+
+`run` returns None for arguments it does not understand, so the full CLI can
 report them properly.
 """
 
 from __future__ import annotations
 
-import json
+import _socket
 import sys
 
-from .client import BrokerClient, ServiceError, ServiceUnavailable
+from .socketpath import default_socket_path
 
 __all__ = ["run"]
 
 PROG = "mcp-token-broker"
+MAX_ANSWER = 1 << 20
 _EXIT = {"unknown_connection": 2, "bad_request": 2, "access_denied": 7, "authorization_required": 8, "refresh_failed": 9}
+_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-~")
 
 
 def _parse(args: list[str]) -> tuple[str, str, int | None] | None:
@@ -35,9 +43,43 @@ def _parse(args: list[str]) -> tuple[str, str, int | None] | None:
             i += 1
         else:
             return None
-    if name is None:
-        return None
+    if name is None or not name or not set(name) <= _SAFE:
+        return None  # the full CLI explains bad names
     return command, name, min_ttl
+
+
+class _Unavailable(Exception):
+    pass
+
+
+def _get(path: str, timeout: float = 30.0) -> tuple[int, bytes]:
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        try:
+            sock.connect(default_socket_path())
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise _Unavailable from exc
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: broker\r\nConnection: close\r\n\r\n".encode())
+        chunks = []
+        size = 0
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > MAX_ANSWER:
+                raise OSError("the broker's answer is too large")
+            chunks.append(chunk)
+    finally:
+        sock.close()
+    raw = b"".join(chunks)
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    try:
+        status = int(head.split(b" ", 2)[1])
+    except (IndexError, ValueError):
+        raise OSError("the broker's answer is not HTTP") from None
+    return status, body
 
 
 def run(args: list[str]) -> int | None:
@@ -45,18 +87,35 @@ def run(args: list[str]) -> int | None:
     if parsed is None:
         return None
     command, name, min_ttl = parsed
-    client = BrokerClient()
+    path = f"/v1/connections/{name}/token?format=text"
+    if min_ttl is not None:
+        path += f"&min_ttl={min_ttl}"
     try:
-        answer = client.token(name, min_ttl=min_ttl)
-    except ServiceUnavailable:
+        status, body = _get(path)
+    except _Unavailable:
         sys.stderr.write(f"{PROG}: no broker service is running; start one with `{PROG} serve` (or the desktop app)\n")
         return 6
-    except ServiceError as exc:
-        sys.stderr.write(f"{PROG}: {exc.message}\n")
-        return _EXIT.get(exc.code, 1)
-    token = answer["access_token"]
+    except OSError as exc:
+        sys.stderr.write(f"{PROG}: the broker did not answer properly ({exc})\n")
+        return 1
+    if status != 200:
+        import json
+
+        try:
+            doc = json.loads(body)
+            code, message = str(doc.get("error")), str(doc.get("message"))
+        except (ValueError, AttributeError):
+            code, message = "error", f"the broker answered HTTP {status}"
+        sys.stderr.write(f"{PROG}: {message}\n")
+        return _EXIT.get(code, 1)
+    token = body.decode("ascii", "replace").strip()
     if command == "headers":
-        sys.stdout.write(json.dumps({"Authorization": f"Bearer {token}"}) + "\n")
+        if set(token) <= _SAFE:  # JWTs and opaque tokens: nothing to escape
+            sys.stdout.write(f'{{"Authorization": "Bearer {token}"}}\n')
+        else:
+            import json
+
+            sys.stdout.write(json.dumps({"Authorization": f"Bearer {token}"}) + "\n")
     else:
         sys.stdout.write(token + "\n")
     return 0

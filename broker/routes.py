@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from .api import ApiError, ApiRequest
+from .api import ApiError, ApiRequest, PlainText
 
 if TYPE_CHECKING:
     from .service import BrokerService
@@ -67,6 +67,8 @@ async def route(service: BrokerService, request: ApiRequest) -> tuple[int, Any]:
             _method(request, "GET")
             min_ttl = _int_param(request, "min_ttl", 0, 0, 86400)
             tokens = await service.token_for(name, request.peer.identity, min_ttl=min_ttl)
+            if request.query.get("format") == "text":
+                return 200, PlainText(tokens.access_token.reveal())
             return 200, {
                 "access_token": tokens.access_token.reveal(),
                 "token_type": "Bearer",
