@@ -501,40 +501,35 @@ def cmd_token(args: argparse.Namespace) -> int:
 cmd_headers = cmd_token
 
 
-def cmd_disconnect(args: argparse.Namespace) -> int:
-    from .client import quote
-
+def _change(args: argparse.Namespace, method: str, path: str, engine_call: Any, done: str) -> int:
+    """Disconnect/remove: through the service when one runs, else directly."""
     service = _service()
     if service is not None:
-        warning = _call(service, "POST", f"/v1/connections/{quote(args.name)}/disconnect", timeout=120)["warning"]
+        warning = _call(service, method, path, timeout=120)["warning"]
     else:
 
         async def run(engine: Engine) -> Any:
-            return await engine.disconnect(args.name)
+            return await engine_call(engine)
 
         warning = asyncio.run(_with_engine(args, run))
     if warning:
         _err(f"warning: {warning}")
-    print(f"Disconnected {args.name}")
+    print(f"{done} {args.name}")
     return 0
+
+
+def cmd_disconnect(args: argparse.Namespace) -> int:
+    from .client import quote
+
+    path = f"/v1/connections/{quote(args.name)}/disconnect"
+    return _change(args, "POST", path, lambda e: e.disconnect(args.name), "Disconnected")
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
     from .client import quote
 
-    service = _service()
-    if service is not None:
-        warning = _call(service, "DELETE", f"/v1/connections/{quote(args.name)}", timeout=120)["warning"]
-    else:
-
-        async def run(engine: Engine) -> Any:
-            return await engine.remove(args.name)
-
-        warning = asyncio.run(_with_engine(args, run))
-    if warning:
-        _err(f"warning: {warning}")
-    print(f"Removed {args.name}")
-    return 0
+    path = f"/v1/connections/{quote(args.name)}"
+    return _change(args, "DELETE", path, lambda e: e.remove(args.name), "Removed")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

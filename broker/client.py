@@ -10,12 +10,10 @@ timeout. Python MCP clients can use `BrokerClient.token()` directly, or
 from __future__ import annotations
 
 import json
-import socket
 from .socketpath import default_socket_path
+from .wire import BadAnswer, Unavailable, exchange
 
-__all__ = ["BrokerClient", "ServiceError", "ServiceUnavailable", "MAX_RESPONSE"]
-
-MAX_RESPONSE = 1 << 20
+__all__ = ["BrokerClient", "ServiceError", "ServiceUnavailable", "quote"]
 
 
 class ServiceUnavailable(Exception):
@@ -41,34 +39,18 @@ class BrokerClient:
 
     def request(self, method: str, path: str, body: object = None, *, timeout: float | None = None) -> dict:
         """Send one request; return the decoded JSON body or raise."""
-        payload = b"" if body is None else json.dumps(body).encode()
-        head = f"{method} {path} HTTP/1.1\r\nHost: broker\r\nConnection: close\r\nAccept: application/json\r\n"
-        if body is not None:
-            head += f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
-        data = head.encode("ascii") + b"\r\n" + payload
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout if timeout is not None else self.timeout)
+        payload = None if body is None else json.dumps(body).encode()
         try:
-            try:
-                sock.connect(self.socket_path)
-            except (FileNotFoundError, ConnectionRefusedError) as exc:
-                raise ServiceUnavailable(f"no broker service at {self.socket_path}") from exc
-            sock.sendall(data)
-            chunks = []
-            size = 0
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                size += len(chunk)
-                if size > MAX_RESPONSE:
-                    raise ServiceError(0, "bad_response", "the broker's answer is too large")
-                chunks.append(chunk)
-        except socket.timeout:
+            status, raw = exchange(
+                self.socket_path, method, path, payload, timeout=timeout if timeout is not None else self.timeout
+            )
+        except Unavailable as exc:
+            raise ServiceUnavailable(str(exc)) from exc
+        except TimeoutError:
             raise ServiceError(0, "timeout", "the broker did not answer in time") from None
-        finally:
-            sock.close()
-        return _parse(b"".join(chunks))
+        except BadAnswer as exc:
+            raise ServiceError(0, "bad_response", str(exc)) from None
+        return _decode(status, raw)
 
     # -- API --------------------------------------------------------------------
 
@@ -101,22 +83,7 @@ def quote(value: str, safe: str = "") -> str:
     return "".join(chr(b) if b in _SAFE else f"%{b:02X}" for b in value.encode())
 
 
-def _parse(raw: bytes) -> dict:
-    head, sep, body = raw.partition(b"\r\n\r\n")
-    if not sep:
-        raise ServiceError(0, "bad_response", "the broker closed the connection without an answer")
-    lines = head.split(b"\r\n")
-    try:
-        status = int(lines[0].split(b" ", 2)[1])
-    except (IndexError, ValueError):
-        raise ServiceError(0, "bad_response", "the broker's answer is not HTTP") from None
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            try:
-                body = body[: int(value.strip())]
-            except ValueError:
-                pass
+def _decode(status: int, body: bytes) -> dict:
     try:
         doc = json.loads(body) if body else {}
     except ValueError:

@@ -1,8 +1,8 @@
 """The driver: runs the sans-IO steps over a `Transport` and keeps the `Store`.
 
 This is the only module that combines network I/O, the browser, the
-loopback listener and storage. The CLI calls it today; the broker service
-will call the same methods.
+loopback listener and storage. The broker service calls it, and so does
+the CLI when no service runs (add, connect, disconnect, remove).
 """
 
 from __future__ import annotations
@@ -36,8 +36,6 @@ from .errors import (
     ConnectionExists,
     DiscoveryError,
     InvalidClient,
-    InvalidGrant,
-    NotConnected,
     OAuthError,
     RedirectPortUnavailable,
     RegistrationError,
@@ -46,7 +44,7 @@ from .errors import (
 )
 from .http import HttpRequest
 from .loopback import LoopbackListener
-from .model import ConnectionSettings, ConnectionState, Discovered, check_name, public_view, status_of
+from .model import ConnectionSettings, ConnectionState, Discovered, check_name, public_view
 from .registration import (
     ClientRegistration,
     choose_method,
@@ -68,15 +66,11 @@ from .tokens import (
 from .transport import Transport
 from .urls import canonical_server_url
 
-__all__ = ["Engine", "FlowEvent", "ConnectMode", "DEFAULT_FLOW_TIMEOUT", "REFRESH_MARGIN"]
+__all__ = ["Engine", "FlowEvent", "ConnectMode", "DEFAULT_FLOW_TIMEOUT"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_FLOW_TIMEOUT = 300.0
-#: `token` refreshes first when the access token expires within this many seconds.
-REFRESH_MARGIN = 60
-#: After a failed refresh, the old token is still handed out while it has this long left.
-MIN_SERVE_TTL = 10
 ConnectMode = Literal["browser", "no-browser", "paste"]
 
 
@@ -519,55 +513,6 @@ class Engine:
 
     # -- tokens ---------------------------------------------------------------
 
-    async def access_token(self, name: str, *, min_ttl: float = REFRESH_MARGIN) -> TokenSet:
-        """A token valid for at least `min_ttl` seconds, refreshing if needed.
-
-        The refresh happens under the store lock, so two processes asking at
-        once cause one refresh grant; the loser sees the winner's new token.
-        """
-        state = self.store.load_states().get(name)
-        if name not in self.store.load_settings():
-            raise UnknownConnection(name)
-        if state and state.tokens and not state.reauth_required and not state.tokens.expires_within(min_ttl, self.clock()):
-            return state.tokens
-        failure: BrokerError | None = None
-        with self.store.transaction() as txn:
-            settings, st = txn.get(name)
-            tokens = st.tokens
-            now = self.clock()
-            if tokens is None:
-                raise NotConnected(name)
-            if not tokens.expires_within(min_ttl, now) and not st.reauth_required:
-                return tokens  # another process refreshed while we waited
-            if st.reauth_required or tokens.refresh_token is None or st.registration is None or settings.discovered is None:
-                failure = NotConnected(name, "needs re-authorization (no usable refresh token)")
-            else:
-                try:
-                    new = await self.refresh_tokens(settings, st, tokens)
-                except (InvalidGrant, InvalidClient) as exc:
-                    txn.states[name] = replace(
-                        st,
-                        reauth_required=True,
-                        last_error=str(exc),
-                        registration=None if isinstance(exc, InvalidClient) else st.registration,
-                    )
-                    failure = NotConnected(name, f"needs re-authorization: the refresh was refused ({exc.error})")
-                except RemoteError as exc:
-                    txn.states[name] = replace(st, last_error=str(exc))
-                    failure = exc
-                else:
-                    rotated = new.refresh_token is not None and new.refresh_token != tokens.refresh_token
-                    txn.states[name] = replace(
-                        st, tokens=new, last_refresh_at=int(now), last_error=None, rotation_seen=rotated
-                    )
-                    return new
-        # Could not refresh: a token that is still good for a while beats none.
-        assert failure is not None
-        if tokens.expires_at is None or tokens.expires_at - self.clock() >= MIN_SERVE_TTL:
-            log.warning("%s; using the current access token until it expires", failure)
-            return tokens
-        raise failure
-
     async def refresh_tokens(self, settings: ConnectionSettings, state: ConnectionState, tokens: TokenSet) -> TokenSet:
         """One refresh-token grant. The caller persists the result."""
         assert settings.discovered and state.registration and tokens.refresh_token
@@ -616,7 +561,3 @@ class Engine:
             _, st = txn.get(name)
             txn.states[name] = st.forget_tokens()
         return warning
-
-    def status(self, name: str) -> str:
-        state = self.store.load_states().get(name)
-        return status_of(state, self.clock())

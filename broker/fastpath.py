@@ -1,8 +1,8 @@
 """`mcp-token-broker token NAME` and `headers NAME`, over the socket.
 
 This runs for every request some MCP clients make, so it imports almost
-nothing: `_socket` (the C module; `socket` pulls in enum and selectors) and
-no `json` on success (`json` pulls in `re`). The service answers
+nothing: `broker.wire` (the C `_socket` module; `socket` pulls in enum and
+selectors) and no `json` on success (`json` pulls in `re`). The service answers
 `?format=text` with the bare token. Errors are JSON and are decoded only
 when they happen.
 
@@ -12,15 +12,14 @@ report them properly.
 
 from __future__ import annotations
 
-import _socket
 import sys
 
 from .socketpath import default_socket_path
+from .wire import BadAnswer, Unavailable, exchange
 
 __all__ = ["run"]
 
 PROG = "mcp-token-broker"
-MAX_ANSWER = 1 << 20
 _EXIT = {"unknown_connection": 2, "bad_request": 2, "access_denied": 7, "authorization_required": 8, "refresh_failed": 9}
 _SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-~")
 
@@ -48,40 +47,6 @@ def _parse(args: list[str]) -> tuple[str, str, int | None] | None:
     return command, name, min_ttl
 
 
-class _Unavailable(Exception):
-    pass
-
-
-def _get(path: str, timeout: float = 30.0) -> tuple[int, bytes]:
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        try:
-            sock.connect(default_socket_path())
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise _Unavailable from exc
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: broker\r\nConnection: close\r\n\r\n".encode())
-        chunks = []
-        size = 0
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > MAX_ANSWER:
-                raise OSError("the broker's answer is too large")
-            chunks.append(chunk)
-    finally:
-        sock.close()
-    raw = b"".join(chunks)
-    head, sep, body = raw.partition(b"\r\n\r\n")
-    try:
-        status = int(head.split(b" ", 2)[1])
-    except (IndexError, ValueError):
-        raise OSError("the broker's answer is not HTTP") from None
-    return status, body
-
-
 def run(args: list[str]) -> int | None:
     parsed = _parse(args)
     if parsed is None:
@@ -91,11 +56,11 @@ def run(args: list[str]) -> int | None:
     if min_ttl is not None:
         path += f"&min_ttl={min_ttl}"
     try:
-        status, body = _get(path)
-    except _Unavailable:
+        status, body = exchange(default_socket_path(), "GET", path)
+    except Unavailable:
         sys.stderr.write(f"{PROG}: no broker service is running; start one with `{PROG} serve` (or the desktop app)\n")
         return 6
-    except OSError as exc:
+    except (BadAnswer, OSError) as exc:
         sys.stderr.write(f"{PROG}: the broker did not answer properly ({exc})\n")
         return 1
     if status != 200:

@@ -358,15 +358,16 @@ class BrokerService:
                 ApiError(409, "authorization_required", f"{name} needs re-authorization ({exc.error}): run `mcp-token-broker connect {name}`")
             ) from None
         except RemoteError as exc:
+            reason = str(exc)
             failures = self._failures.get(name, 0) + 1
             self._failures[name] = failures
             retry_at = self.clock() + backoff_delay(failures, self.rng)
             self._retry_at[name] = retry_at
             self.scheduler.set(name, retry_at)
-            await self._persist(name, lambda st: replace(st, last_error=str(exc)))
-            self.events.emit(RefreshFailed(name, str(exc), retry_at))
-            log.warning("refreshing %s failed (%s); retrying in %.0f s", name, exc, retry_at - self.clock())
-            raise _RefreshError(ApiError(503, "refresh_failed", f"refreshing {name} failed: {exc}")) from None
+            await self._persist(name, lambda st: replace(st, last_error=reason))
+            self.events.emit(RefreshFailed(name, reason, retry_at))
+            log.warning("refreshing %s failed (%s); retrying in %.0f s", name, reason, retry_at - self.clock())
+            raise _RefreshError(ApiError(503, "refresh_failed", f"refreshing {name} failed: {reason}")) from None
 
         now = int(self.clock())
 

@@ -43,7 +43,7 @@ def _split(url: object) -> SplitResult | None:
         return None
     try:
         parts = urlsplit(url)
-        parts.port  # raises ValueError on a bad port
+        _ = parts.port  # raises ValueError on a bad port
     except ValueError:
         return None
     return parts

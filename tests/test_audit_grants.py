@@ -1,5 +1,3 @@
-import json
-import os
 import stat
 import subprocess
 import sys
@@ -58,7 +56,7 @@ os._exit(0)  # no close, no flush, no atexit: like a crash
 
 def test_audit_rotates(tmp_path):
     log = AuditLog(tmp_path / "audit.log", max_bytes=2000)
-    for i in range(2000):
+    for _ in range(2000):
         log.record(connection="c", client=FakeClient(), outcome="served")
     log.close()
     assert (tmp_path / "audit.log.1").exists()

@@ -4,7 +4,6 @@ real Unix sockets, the real refresh scheduler."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import pwd

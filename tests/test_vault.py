@@ -179,7 +179,7 @@ def test_kill_9_during_writes_leaves_a_loadable_vault(tmp_path):
     import time
 
     seen = 0
-    for round_ in range(8):
+    for _round in range(8):
         proc = _spawn_writer(tmp_path, "conn", -1)
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(random.uniform(0.01, 0.3))

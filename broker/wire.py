@@ -1,0 +1,74 @@
+"""One HTTP/1.1 exchange over the broker's Unix socket, with only `_socket`.
+
+Shared by `broker.client` and the `token` fast path. One request per
+connection (`Connection: close`), the answer read to EOF with a size cap and
+a timeout. The answer is parsed only as far as the status line and the
+Content-Length: the server is our own, and its bodies are small.
+"""
+
+from __future__ import annotations
+
+import _socket
+
+__all__ = ["Unavailable", "BadAnswer", "exchange", "MAX_ANSWER"]
+
+MAX_ANSWER = 1 << 20
+
+
+class Unavailable(Exception):
+    """Nothing listens on the socket."""
+
+
+class BadAnswer(Exception):
+    """The answer was too large, truncated, or not HTTP."""
+
+
+def exchange(
+    socket_path: str,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    *,
+    content_type: str = "application/json",
+    timeout: float = 30.0,
+) -> tuple[int, bytes]:
+    """Send one request; return (status, body). Raises Unavailable, BadAnswer,
+    TimeoutError or OSError."""
+    head = f"{method} {path} HTTP/1.1\r\nHost: broker\r\nConnection: close\r\n"
+    if body is not None:
+        head += f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+    data = head.encode("ascii") + b"\r\n" + (body or b"")
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        try:
+            sock.connect(socket_path)
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise Unavailable(f"no broker service at {socket_path}") from exc
+        sock.sendall(data)
+        chunks = []
+        size = 0
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > MAX_ANSWER:
+                raise BadAnswer("the broker's answer is too large")
+            chunks.append(chunk)
+    finally:
+        sock.close()
+    raw = b"".join(chunks)
+    head_bytes, sep, rest = raw.partition(b"\r\n\r\n")
+    if not sep:
+        raise BadAnswer("the broker closed the connection without an answer")
+    lines = head_bytes.split(b"\r\n")
+    try:
+        status = int(lines[0].split(b" ", 2)[1])
+    except (IndexError, ValueError):
+        raise BadAnswer("the broker's answer is not HTTP") from None
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length" and value.strip().isdigit():
+            rest = rest[: int(value.strip())]
+    return status, rest
