@@ -412,3 +412,27 @@ def test_verbose_output_never_shows_secrets(cli, stack, service):
     for out in (connect.stderr, connect.stdout, refresh.stderr, disconnect.stderr, disconnect.stdout):
         for secret in secrets:
             assert secret not in out
+
+
+def test_paste_mode_through_the_service(cli, stack, service):
+    """The login runs inside the service; the CLI follows it and forwards the paste."""
+    import subprocess
+
+    from .servers.fixtures import BROWSER_SCRIPT
+
+    _, mcp = stack
+    assert cli("add", "spaste", mcp.url).returncode == 0
+    proc = cli.popen("connect", "spaste", "--paste")
+    url = _read_url(proc)
+    subprocess.run([BROWSER_SCRIPT, url], env={**cli.env, "BROWSER_NO_DELIVER": "1"}, check=True, timeout=30)
+    callback = [line.split("CALLBACK ", 1)[1] for line in cli.browser_log.read_text().splitlines() if "CALLBACK " in line][-1]
+    proc.stdin.write("http://127.0.0.1:1/callback?code=x&state=forged\n")  # a wrong paste first
+    proc.stdin.flush()
+    proc.stdin.write(callback + "\n")
+    proc.stdin.flush()
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "state mismatch" in err and "Connected spaste" in out
+    code = callback.split("code=", 1)[1].split("&", 1)[0]
+    assert code not in service.log and code not in err  # the authorization code is never logged
+    assert cli("list", "--json").json()["connections"][0]["status"] == "connected"

@@ -17,7 +17,7 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from PySide6.QtWidgets import QApplication  # noqa: E402
+from PySide6.QtWidgets import QApplication, QMessageBox  # noqa: E402
 
 from broker.client import BrokerClient, ServiceError  # noqa: E402
 from broker.engine import Engine  # noqa: E402
@@ -286,3 +286,46 @@ def test_countdown_ticks(qtbot, qapp):
     assert model.data(model.index(0, 2)) == "Expiring soon"
     now[0] = 1700
     assert model.data(model.index(0, 2)) == "Expired"
+
+
+def test_connect_progress_copy_link_and_cancel(qtbot, gui, stack, monkeypatch):
+    """A browser that never comes back: the link can be copied and the login cancelled."""
+    _, mcp = stack
+    runner, bridge, window = gui
+    opened = []
+    bridge.service.engine.opener = lambda url: opened.append(url) or True  # the user walks away
+    dialog = add_via_dialog(qtbot, window, "stuck", mcp.url)
+    dialog.add_button.click()
+    qtbot.waitUntil(lambda: any(type(d).__name__ == "ConnectDialog" for d in window.dialogs), timeout=10000)
+    connect = [d for d in window.dialogs if type(d).__name__ == "ConnectDialog"][-1]
+    qtbot.waitUntil(lambda: connect.copy.isEnabled(), timeout=15000)
+    assert "Waiting for you to log in" in connect.stage.text()
+    connect.copy.click()
+    assert QApplication.clipboard().text() == connect.link.text() == opened[0]
+    finished = []
+    bridge.flowFinished.connect(lambda name, flow_id, error: finished.append((name, error)))
+    connect.buttons.rejected.emit()  # Cancel
+    qtbot.waitUntil(lambda: bool(finished), timeout=10000)
+    assert finished[0][0] == "stuck" and finished[0][1]["error"] == "cancelled"
+    assert row_status(window, "stuck") == "not_connected"
+
+
+def test_name_clash_and_confirmations(qtbot, gui, stack, monkeypatch):
+    _, mcp = stack
+    runner, bridge, window = gui
+    add_via_dialog(qtbot, window, "once", mcp.url).add_button.click()
+    qtbot.waitUntil(lambda: row_status(window, "once") == "connected", timeout=30000)
+    window.add_action.trigger()
+    dialog = window.dialogs[-1]
+    qtbot.keyClicks(dialog.name, "once")
+    assert dialog.name_error.isVisible() and "already exists" in dialog.name_error.text()
+    dialog.reject()
+    # Disconnect and Remove ask first; saying no changes nothing.
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a[1]) or QMessageBox.StandardButton.Cancel)
+    window.select("once")
+    window.disconnect_action.trigger()
+    window.remove_action.trigger()
+    assert asked == ["Disconnect once?", "Remove once?"]
+    qtbot.wait(300)
+    assert row_status(window, "once") == "connected"
