@@ -20,6 +20,7 @@ from .wire import BadAnswer, Unavailable, exchange
 __all__ = ["run"]
 
 PROG = "mcp-token-broker"
+APPROVAL_WAIT = 120.0
 _EXIT = {"unknown_connection": 2, "bad_request": 2, "access_denied": 7, "authorization_required": 8, "refresh_failed": 9}
 _SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-~")
 
@@ -56,7 +57,8 @@ def run(args: list[str]) -> int | None:
     if min_ttl is not None:
         path += f"&min_ttl={min_ttl}"
     try:
-        status, body = exchange(default_socket_path(), "GET", path)
+        # Long enough for a person to answer an approval under the `ask` policy.
+        status, body = exchange(default_socket_path(), "GET", path, timeout=APPROVAL_WAIT)
     except Unavailable:
         sys.stderr.write(f"{PROG}: no broker service is running; start one with `{PROG} serve` (or the desktop app)\n")
         return 6
