@@ -39,6 +39,7 @@ class AuditLog:
         self._writes = 0
         # The client part of a line, serialised once per client (the token path).
         self._clients: dict[Any, str] = {}
+        self._middles: dict[tuple[str, str], str] = {}
 
     def _open(self) -> int:
         if self._fd is None:
@@ -73,11 +74,15 @@ class AuditLog:
                 self._clients[client] = who
             except TypeError:  # an unhashable stand-in: just do not cache
                 pass
+        middle = self._middles.get((connection, outcome))
+        if middle is None:
+            if len(self._middles) > 4096:
+                self._middles.clear()
+            middle = self._middles[(connection, outcome)] = (
+                f'"connection":{json.dumps(connection)},"outcome":{json.dumps(outcome)},'
+            )
         extra = f',"detail":{json.dumps(detail)}' if detail else ""
-        line = (
-            f'{{"time":{round(self.clock(), 3)},"connection":{json.dumps(connection)},'
-            f'"outcome":{json.dumps(outcome)},{who}{extra}}}\n'
-        )
+        line = f'{{"time":{self.clock():.3f},{middle}{who}{extra}}}\n'
         self._writes += 1
         if self._writes % _CHECK_EVERY == 0:
             self._rotate_if_big()
