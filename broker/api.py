@@ -177,7 +177,23 @@ class ApiServer:
             probe.close()
         raise AlreadyRunning(f"another broker is already serving on {path}")
 
+    @staticmethod
+    def _raise_fd_limit() -> None:
+        """Idle clients each hold a descriptor: allow thousands of them, as far
+        as the hard limit lets us, instead of stalling accept() at 1024."""
+        try:
+            import resource
+
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            want = hard if hard != resource.RLIM_INFINITY else 65536
+            want = min(want, 65536)
+            if soft < want:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ImportError, ValueError, OSError):
+            pass
+
     async def start(self) -> None:
+        self._raise_fd_limit()
         self._prepare_dir()
         self._remove_stale_socket()
         sock = self._bind()

@@ -7,7 +7,7 @@ tested on their own and keeps the table model a thin adapter.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 __all__ = ["RowState", "display_status", "STATUS_TEXT", "STATUS_HELP", "format_expires_in", "EXPIRING_SOON"]
@@ -46,7 +46,6 @@ class RowState:
     refreshing: bool = False
     error: str | None = None
     last_refresh_at: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
     def from_view(cls, view: dict[str, Any], previous: RowState | None = None) -> RowState:
