@@ -234,6 +234,7 @@ _EXIT_FOR_CODE = {
     "refresh_failed": 5,
     "access_denied": 7,
     "authorization_required": 8,
+    "no_service": 6,
 }
 
 
@@ -243,6 +244,15 @@ def _service() -> Any:
 
     client = BrokerClient()
     return client if client.is_running() else None
+
+
+def _require_service() -> Any:
+    from .wire import NO_SERVICE
+
+    service = _service()
+    if service is None:
+        raise _ServiceFailed("no_service", NO_SERVICE)
+    return service
 
 
 class _ServiceFailed(Exception):
@@ -572,8 +582,9 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     try:
         view = client.request("GET", f"/v1/connections/{quote(args.name)}")
     except ServiceUnavailable:
-        _err(f"no broker service is running; start one with `{PROG} serve` (or the desktop app)")
-        return 6
+        from .wire import NO_SERVICE
+
+        raise _ServiceFailed("no_service", NO_SERVICE) from None
     except ServiceError as exc:
         raise _ServiceFailed(exc.code, exc.message) from None
     import anyio
@@ -646,10 +657,7 @@ def cmd_grants(args: argparse.Namespace) -> int:
 
 
 def cmd_approvals(args: argparse.Namespace) -> int:
-    service = _service()
-    if service is None:
-        _err(f"no broker service is running; start one with `{PROG} serve`")
-        return 6
+    service = _require_service()
     pending = _call(service, "GET", "/v1/approvals")["approvals"]
     if args.json:
         print(json.dumps({"approvals": pending}, indent=2))
@@ -661,10 +669,7 @@ def cmd_approvals(args: argparse.Namespace) -> int:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    service = _service()
-    if service is None:
-        _err(f"no broker service is running; start one with `{PROG} serve`")
-        return 6
+    service = _require_service()
     _call(service, "POST", f"/v1/approvals/{args.approval_id}", {"decision": args.decision})
     print(f"Answered {args.approval_id}: {args.decision}")
     return 0

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 
 from .socketpath import default_socket_path
-from .wire import BadAnswer, Unavailable, exchange
+from .wire import NO_SERVICE, BadAnswer, Unavailable, exchange
 
 __all__ = ["run"]
 
@@ -60,7 +60,7 @@ def run(args: list[str]) -> int | None:
         # Long enough for a person to answer an approval under the `ask` policy.
         status, body = exchange(default_socket_path(), "GET", path, timeout=APPROVAL_WAIT)
     except Unavailable:
-        sys.stderr.write(f"{PROG}: no broker service is running; start one with `{PROG} serve` (or the desktop app)\n")
+        sys.stderr.write(f"{PROG}: {NO_SERVICE}\n")
         return 6
     except (BadAnswer, OSError) as exc:
         sys.stderr.write(f"{PROG}: the broker did not answer properly ({exc})\n")

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import _socket
 
-__all__ = ["Unavailable", "BadAnswer", "exchange", "MAX_ANSWER"]
+__all__ = ["Unavailable", "BadAnswer", "exchange", "MAX_ANSWER", "NO_SERVICE"]
 
 MAX_ANSWER = 1 << 20
+#: What every command that needs the service says when none runs.
+NO_SERVICE = "no broker service is running; start one with `mcp-token-broker serve` (or the desktop app)"
 
 
 class Unavailable(Exception):
