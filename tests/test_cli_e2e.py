@@ -356,7 +356,7 @@ def test_preregistered_confidential_client_with_fixed_port(cli, stack, service):
     secret = reg["client_secret"]
     created = oidc.stats()["registrations"]["created"]
     r = cli(
-        "add", "prereg", mcp.url, "--client-id", reg["client_id"], "--client-secret-stdin",
+        "add", "prereg", mcp.url, f"--client-id={reg['client_id']}", "--client-secret-stdin",
         "--redirect-port", str(port), "--redirect-path", "/oauth/cb", input=secret + "\n",
     )
     assert r.returncode == 0, r.stderr

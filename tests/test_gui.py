@@ -298,7 +298,7 @@ def test_connect_progress_copy_link_and_cancel(qtbot, gui, stack, monkeypatch):
     dialog.add_button.click()
     qtbot.waitUntil(lambda: any(type(d).__name__ == "ConnectDialog" for d in window.dialogs), timeout=10000)
     connect = [d for d in window.dialogs if type(d).__name__ == "ConnectDialog"][-1]
-    qtbot.waitUntil(lambda: connect.copy.isEnabled(), timeout=15000)
+    qtbot.waitUntil(lambda: connect.copy.isEnabled() and bool(opened), timeout=15000)
     assert "Waiting for you to log in" in connect.stage.text()
     connect.copy.click()
     assert QApplication.clipboard().text() == connect.link.text() == opened[0]

@@ -39,6 +39,7 @@ class ServiceRunner:
         self._started = threading.Event()
         self._subscribers: list[Callable[[ev.Event], None]] = []
         self._on_started: Callable[[BaseException | None], None] | None = None
+        self._stopped = False
         self.error: BaseException | None = None
 
     def subscribe(self, callback: Callable[[ev.Event], None]) -> None:
@@ -60,7 +61,11 @@ class ServiceRunner:
 
     @property
     def ready(self) -> bool:
-        return self._started.is_set() and self.error is None
+        return self._started.is_set() and self.error is None and not self.stopped
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
 
     def _run(self) -> None:
         import asyncio  # on the worker thread: the window need not wait for it
@@ -99,6 +104,7 @@ class ServiceRunner:
         self.loop.call_soon_threadsafe(fn, *args)
 
     def stop(self, timeout: float = 20.0) -> None:
+        self._stopped = True
         if self.loop is not None and self.service is not None and self._thread.is_alive():
             self.loop.call_soon_threadsafe(self.service.request_stop)
         self._thread.join(timeout)
@@ -196,7 +202,10 @@ class Bridge(QObject):
         on_error: Callable[[BaseException], None] | None = None,
     ) -> concurrent.futures.Future[Any]:
         """Run `make_coro(service)` on the loop; call back on the GUI thread.
-        Commands given before the service is ready wait for it."""
+        Commands given before the service is ready wait for it; commands
+        given after it stopped (a late signal while quitting) are dropped."""
+        if self.runner.stopped:
+            return None  # type: ignore[return-value]
         if not self.runner.ready:
             self._pending.append((make_coro, on_done, on_error))
             return None  # type: ignore[return-value]
@@ -222,7 +231,8 @@ class Bridge(QObject):
         return self.run(as_coro, on_done, on_error)
 
     def answer(self, request: Any, decision: str) -> None:
-        self.runner.call_soon(request.answer, decision)
+        if not self.runner.stopped:
+            self.runner.call_soon(request.answer, decision)
 
     @Slot(object, object, object)
     def _deliver(self, future: concurrent.futures.Future[Any], on_done: Any, on_error: Any) -> None:
