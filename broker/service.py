@@ -456,10 +456,14 @@ class BrokerService:
         tokens = state.tokens if state else None
         if tokens is None or state is None:
             raise ApiError(409, "authorization_required", f"{name} is not connected: run `mcp-token-broker connect {name}`")
-        if state.reauth_required:
-            raise ApiError(409, "authorization_required", f"{name} needs re-authorization: run `mcp-token-broker connect {name}`")
         now = self.clock()
-        if tokens.expires_at is not None:
+        if state.reauth_required:
+            # No refresh is possible; the access token serves while it is good enough.
+            if tokens.expires_at is not None and tokens.expires_at - now < max(MIN_SERVE_TTL, min_ttl):
+                raise ApiError(
+                    409, "authorization_required", f"{name} needs re-authorization: run `mcp-token-broker connect {name}`"
+                )
+        elif tokens.expires_at is not None:
             remaining = tokens.expires_at - now
             margin = refresh_margin(max(1.0, tokens.expires_at - tokens.obtained_at), self.min_margin)
             need = remaining <= margin or remaining < min_ttl
