@@ -25,6 +25,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _die_with_parent() -> None:
+    """Xvfb ends with this script even if Qt aborts the process (Linux)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def start_xvfb() -> subprocess.Popen | None:
     if os.environ.get("DISPLAY"):
         return None
@@ -35,6 +46,7 @@ def start_xvfb() -> subprocess.Popen | None:
         ["Xvfb", f":{display}", "-screen", "0", "1400x900x24", "-nolisten", "tcp"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,
     )
     os.environ["DISPLAY"] = f":{display}"
     for _ in range(100):
