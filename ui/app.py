@@ -90,6 +90,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policy", choices=("ask", "allow", "deny"), help="override the client policy for this run")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
+    if (
+        sys.platform.startswith("linux")
+        and not os.environ.get("DISPLAY")
+        and not os.environ.get("WAYLAND_DISPLAY")
+        and not os.environ.get("QT_QPA_PLATFORM")
+    ):
+        # Qt would abort with a message about platform plugins; say what to do instead.
+        sys.stderr.write(
+            "mcp-token-broker: no graphical display (DISPLAY and WAYLAND_DISPLAY are unset).\n"
+            "On a headless machine run the service instead: mcp-token-broker serve\n"
+        )
+        return 2
+
     from PySide6.QtWidgets import QApplication, QMessageBox
 
     from broker.errors import BrokerError
