@@ -1,6 +1,8 @@
 """The append-only audit log: who got which token, who was refused.
 
-One JSON object per line under the state dir. Each line is one `write(2)` on
+One JSON object per line under the state dir: time, connection, outcome,
+and the application (name, pid, exe, script; `peer_pid` when it asked
+through the broker's own `token`/`headers` command). Each line is one `write(2)` on
 an `O_APPEND` descriptor: no fsync per line (auditing stays cheap on the
 token path), yet a line written is in the kernel's page cache and survives a
 crash of the process. Never a token.
@@ -64,10 +66,11 @@ class AuditLog:
             who = None
         if who is None:
             info = client.to_json()  # paths made printable by the identity module
-            who = json.dumps(
-                {"client": client.name, "pid": client.pid, "exe": info.get("exe"), "script": info.get("script")},
-                separators=(",", ":"),
-            )[1:-1]
+            app_pid = getattr(client, "app_pid", None) or client.pid
+            fields = {"client": client.name, "pid": app_pid, "exe": info.get("exe"), "script": info.get("script")}
+            if client.pid != app_pid:
+                fields["peer_pid"] = client.pid  # the broker command the application ran
+            who = json.dumps(fields, separators=(",", ":"))[1:-1]
             if len(self._clients) > 1024:
                 self._clients.clear()
             try:

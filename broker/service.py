@@ -426,7 +426,7 @@ class BrokerService:
                 decision = False
         if not decision:
             self.audit.record(connection=name, client=client, outcome="denied")
-            self.events.emit(AccessDenied(name, client.name, client.pid, "no grant"))
+            self.events.emit(AccessDenied(name, client.name, client.app_pid or client.pid, "no grant"))
             raise ApiError(403, "access_denied", f"{client.name} may not have {name}'s token")
 
     async def _ask(self, name: str, client: ClientIdentity) -> bool:
@@ -478,7 +478,7 @@ class BrokerService:
                         raise exc.api_error from None
         self.audit.record(connection=name, client=client, outcome="served")
         if self.events.has_subscribers:
-            self.events.emit(TokenServed(name, client.name, client.pid))
+            self.events.emit(TokenServed(name, client.name, client.app_pid or client.pid))
         return tokens
 
     # -- admin operations -----------------------------------------------------

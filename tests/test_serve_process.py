@@ -78,6 +78,15 @@ def test_headers_for_claude_code(cli, short_stack, service):
     audit = cli("audit", "--json", "--connection", "hdr")
     assert audit.returncode == 0 and '"outcome": "served"' in audit.stdout
     assert headers["Authorization"][7:] not in audit.stdout
+    # The audit names the application that ran the command (this test process),
+    # not the `mcp-token-broker headers` process that connected to the socket.
+    import json
+    import os
+
+    entry = json.loads(audit.stdout.strip().splitlines()[-1])
+    assert entry["pid"] == os.getpid() and entry["client"] == "python -m pytest"
+    assert entry["peer_pid"] != os.getpid()  # the `headers` process itself
+    assert "mcp-token-broker" not in (entry["script"] or "")
 
 
 def test_stdio_proxy_for_clients_that_only_start_local_servers(cli, short_stack, service):
