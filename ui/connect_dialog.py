@@ -62,6 +62,7 @@ class ConnectDialog(QDialog):
         self.reopen.clicked.connect(self._reopen)
         bridge.flowProgress.connect(self._progress)
         bridge.flowFinished.connect(self._finished)
+        self._listening = True
 
     def start(self) -> None:
         self.bridge.call(lambda s: s.start_flow(self.name, "browser").id, self._started, self._failed)
@@ -126,11 +127,11 @@ class ConnectDialog(QDialog):
         self.reject()
 
     def _disconnect_signals(self) -> None:
-        for signal, slot in ((self.bridge.flowProgress, self._progress), (self.bridge.flowFinished, self._finished)):
-            try:
-                signal.disconnect(slot)
-            except (RuntimeError, TypeError):
-                pass
+        if not self._listening:
+            return
+        self._listening = False
+        self.bridge.flowProgress.disconnect(self._progress)
+        self.bridge.flowFinished.disconnect(self._finished)
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
         if self.finished_ok is None:
