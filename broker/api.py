@@ -92,7 +92,7 @@ class ApiRequest:
     method: str
     path: str
     query: dict[str, str]
-    body: Any
+    body: Any = field(repr=False)  # may carry a client secret (add)
     peer: Peer
     segments: tuple[str, ...] = field(default=())
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from .atomic import atomic_write
 from .errors import SettingsCorrupt
@@ -29,7 +30,7 @@ class Config:
     refresh_margin: int = 60
 
 
-def _path(paths: Paths):  # type: ignore[no-untyped-def]
+def _path(paths: Paths) -> Path:
     return paths.config_dir / "config.json"
 
 

@@ -223,19 +223,12 @@ class Engine:
     async def remove(self, name: str) -> str | None:
         """Forget a connection, revoking its tokens first when possible.
         Returns a warning if revocation failed."""
-        warning = await self.disconnect(name) if self._has_tokens(name) else None
+        warning = await self.disconnect(name)
         with self.store.transaction() as txn:
             txn.get(name)
             del txn.settings[name]
             txn.states.pop(name, None)
         return warning
-
-    def _has_tokens(self, name: str) -> bool:
-        settings = self.store.load_settings()
-        if name not in settings:
-            return False
-        state = self.store.load_states().get(name)
-        return bool(state and state.tokens)
 
     # -- reading ------------------------------------------------------------
 

@@ -272,11 +272,14 @@ class BrokerService:
         self._settings = self.store.load_settings()
         self._states = self.store.load_states() if self._settings else {}
 
-    def view(self, name: str) -> dict[str, Any]:
+    def _require(self, name: str) -> ConnectionSettings:
         settings = self._settings.get(name)
         if settings is None:
             raise ApiError(404, "unknown_connection", f"no connection named {name!r}")
-        return public_view(settings, self._states.get(name), self.clock())
+        return settings
+
+    def view(self, name: str) -> dict[str, Any]:
+        return public_view(self._require(name), self._states.get(name), self.clock())
 
     def views(self) -> list[dict[str, Any]]:
         now = self.clock()
@@ -446,8 +449,7 @@ class BrokerService:
         return bool(answer)
 
     async def token_for(self, name: str, client: ClientIdentity, *, min_ttl: float = 0) -> TokenSet:
-        if name not in self._settings:
-            raise ApiError(404, "unknown_connection", f"no connection named {name!r}")
+        self._require(name)
         # The common case, a granted client or the allow policy, needs no await.
         granted = self.grants.decide(client.key, name) if client.key else None
         if not (granted or (granted is None and self.policy == "allow")):
@@ -501,8 +503,7 @@ class BrokerService:
         return {"connection": self.view(settings.name), "settings": settings.to_json()}
 
     def start_flow(self, name: str, mode: ConnectMode) -> Flow:
-        if name not in self._settings:
-            raise ApiError(404, "unknown_connection", f"no connection named {name!r}")
+        self._require(name)
         for flow in self._flows.values():
             if flow.name == name and not flow.done:
                 return flow  # one login per connection at a time
@@ -545,34 +546,31 @@ class BrokerService:
             raise ApiError(404, "unknown_flow", f"no login flow {flow_id!r}")
         return flow
 
-    async def disconnect(self, name: str) -> dict[str, Any]:
-        if name not in self._settings:
-            raise ApiError(404, "unknown_connection", f"no connection named {name!r}")
+    async def _quiesce(self, name: str) -> None:
+        """Before changing a connection's tokens: no refresh may land afterwards."""
+        self._require(name)
+        self.scheduler.set(name, None)
         task = self._inflight.get(name)
         if task is not None:
             await asyncio.wait([task])
+
+    async def disconnect(self, name: str) -> dict[str, Any]:
+        await self._quiesce(name)
         warning = await self.engine.disconnect(name)
         self._reload()
-        self.scheduler.set(name, None)
         self._changed(name)
         return {"connection": self.view(name), "warning": warning}
 
     async def remove(self, name: str) -> dict[str, Any]:
-        if name not in self._settings:
-            raise ApiError(404, "unknown_connection", f"no connection named {name!r}")
-        task = self._inflight.get(name)
-        if task is not None:
-            await asyncio.wait([task])
+        await self._quiesce(name)
         warning = await self.engine.remove(name)
         self._reload()
-        self.scheduler.set(name, None)
         self.grants.forget_connection(name)
         self.events.emit(ConnectionRemoved(name))
         return {"removed": name, "warning": warning}
 
     def show(self, name: str) -> dict[str, Any]:
-        if name not in self._settings:
-            raise ApiError(404, "unknown_connection", f"no connection named {name!r}")
+        self._require(name)
         view = self.engine.show(name)
         view["next_refresh_at"] = self.scheduler.deadline(name)
         view["refresh_failures"] = self._failures.get(name, 0)

@@ -64,6 +64,9 @@ class Vault:
     def __init__(self, path: Path, keystore: KeyStore) -> None:
         self.path = path
         self.keystore = keystore
+        # Keys that passed the key check, by vault id: a vault id's key never
+        # changes, and asking the keyring means a D-Bus round trip per load.
+        self._keys: dict[str, bytes] = {}
 
     # -- reading ----------------------------------------------------------
 
@@ -103,7 +106,7 @@ class Vault:
 
     def _cipher(self, doc: dict[str, Any]) -> AESGCM:
         vault_id = doc["vault_id"]
-        key = self.keystore.get(vault_id)
+        key = self._keys.get(vault_id) or self.keystore.get(vault_id)
         if key is None:
             raise VaultKeyMismatch(
                 f"the key for the vault {self.path} is not in {self.keystore.description}. "
@@ -123,9 +126,11 @@ class Vault:
         except InvalidTag:
             plain = b""
         if plain != _KEY_CHECK:
+            self._keys.pop(vault_id, None)
             raise VaultKeyMismatch(
                 f"the key in {self.keystore.description} does not open the vault {self.path}"
             )
+        self._keys[vault_id] = key
         return cipher
 
     def load(self) -> dict[str, dict[str, Any]]:
@@ -172,6 +177,7 @@ class Vault:
                 key = AESGCM.generate_key(bit_length=256)
                 # Store the key before any ciphertext exists that needs it.
                 self.keystore.put(vault_id, key)
+            self._keys[vault_id] = key
             cipher = AESGCM(key)
         else:
             vault_id = doc["vault_id"]

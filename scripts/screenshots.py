@@ -56,10 +56,41 @@ def start_xvfb() -> subprocess.Popen | None:
     raise SystemExit("Xvfb did not start")
 
 
-def demo_registry(home: Path) -> None:
+def demo_discovered(url: str, offered: tuple[str, ...], requested: tuple[str, ...] | None = None) -> object:
+    """What discovery would find for a well-behaved demo server at `url`."""
     from broker.discovery import AuthServerMetadata
+    from broker.model import Discovered
+
+    issuer = "https://auth." + url.split("/")[2].split(".", 1)[1]
+    server = AuthServerMetadata(
+        issuer=issuer,
+        authorization_endpoint=f"{issuer}/authorize",
+        token_endpoint=f"{issuer}/token",
+        registration_endpoint=f"{issuer}/register",
+        revocation_endpoint=f"{issuer}/revoke",
+        scopes_supported=(*offered, "offline_access"),
+        code_challenge_methods_supported=("S256",),
+        token_endpoint_auth_methods_supported=("none",),
+        grant_types_supported=("authorization_code", "refresh_token"),
+        iss_parameter_supported=True,
+        client_id_metadata_document_supported=False,
+        source="oauth",
+        url=f"{issuer}/.well-known/oauth-authorization-server",
+    )
+    return Discovered(
+        issuer=issuer,
+        resource=url,
+        scopes=(*(requested or offered), "offline_access"),
+        scopes_offered=offered,
+        registration_method="dynamic",
+        resource_metadata_url=None,
+        auth_server=server,
+    )
+
+
+def demo_registry(home: Path) -> None:
     from broker.keystore import FileKeyStore
-    from broker.model import ConnectionSettings, ConnectionState, Discovered
+    from broker.model import ConnectionSettings, ConnectionState
     from broker.paths import Paths
     from broker.secret import Secret
     from broker.store import Store
@@ -75,37 +106,10 @@ def demo_registry(home: Path) -> None:
         ("jira", "https://mcp.atlassian.com/v1/sse", now + 3600, ("read:jira-work",)),
         ("internal-docs", "https://mcp.internal.example.com/mcp", None, ()),
     ]
-    def discovered(url: str, scopes: tuple[str, ...]) -> Discovered:
-        issuer = "https://auth." + url.split("/")[2].split(".", 1)[1]
-        server = AuthServerMetadata(
-            issuer=issuer,
-            authorization_endpoint=f"{issuer}/authorize",
-            token_endpoint=f"{issuer}/token",
-            registration_endpoint=f"{issuer}/register",
-            revocation_endpoint=f"{issuer}/revoke",
-            scopes_supported=(*scopes, "offline_access"),
-            code_challenge_methods_supported=("S256",),
-            token_endpoint_auth_methods_supported=("none",),
-            grant_types_supported=("authorization_code", "refresh_token"),
-            iss_parameter_supported=True,
-            client_id_metadata_document_supported=False,
-            source="oauth",
-            url=f"{issuer}/.well-known/oauth-authorization-server",
-        )
-        return Discovered(
-            issuer=issuer,
-            resource=url,
-            scopes=(*scopes, "offline_access"),
-            scopes_offered=scopes,
-            registration_method="dynamic",
-            resource_metadata_url=None,
-            auth_server=server,
-        )
-
     with store.transaction() as txn:
         for name, url, expires, scopes in demo:
             txn.settings[name] = ConnectionSettings(
-                name=name, server_url=url, added_at=now, discovered=discovered(url, scopes)
+                name=name, server_url=url, added_at=now, discovered=demo_discovered(url, scopes)
             )
             if expires is None:
                 continue
@@ -151,9 +155,7 @@ def shoot(out: Path) -> int:
     from PySide6.QtCore import QPoint
     from PySide6.QtWidgets import QApplication
 
-    from broker.discovery import AuthServerMetadata
     from broker.identity import ClientIdentity
-    from broker.model import Discovered
     from ui.app import build
     from ui.icons import app_icon
     from ui.tray import Tray
@@ -186,30 +188,7 @@ def shoot(out: Path) -> int:
     dialog = window.dialogs[-1]
     dialog.url.setText("https://mcp.example.com/mcp")
     dialog.name.setText("example")
-    server = AuthServerMetadata(
-        issuer="https://auth.example.com",
-        authorization_endpoint="https://auth.example.com/authorize",
-        token_endpoint="https://auth.example.com/token",
-        registration_endpoint="https://auth.example.com/register",
-        revocation_endpoint="https://auth.example.com/revoke",
-        scopes_supported=("mcp:read", "mcp:write", "offline_access"),
-        code_challenge_methods_supported=("S256",),
-        token_endpoint_auth_methods_supported=("none",),
-        grant_types_supported=("authorization_code", "refresh_token"),
-        iss_parameter_supported=True,
-        client_id_metadata_document_supported=False,
-        source="oauth",
-        url="https://auth.example.com/.well-known/oauth-authorization-server",
-    )
-    discovered = Discovered(
-        issuer=server.issuer,
-        resource="https://mcp.example.com/mcp",
-        scopes=("mcp:read", "offline_access"),
-        scopes_offered=("mcp:read", "mcp:write"),
-        registration_method="dynamic",
-        resource_metadata_url="https://mcp.example.com/.well-known/oauth-protected-resource/mcp",
-        auth_server=server,
-    )
+    discovered = demo_discovered("https://mcp.example.com/mcp", ("mcp:read", "mcp:write"), ("mcp:read",))
     dialog._discovered("https://mcp.example.com/mcp", dialog._options(), discovered)
     settle()
     dialog.grab().save(str(out / "add-dialog.png"))
