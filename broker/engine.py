@@ -8,6 +8,7 @@ the CLI when no service runs (add, connect, disconnect, remove).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -88,6 +89,29 @@ class FlowEvent:
 EventSink = Callable[[FlowEvent], None]
 
 
+def _for_server(server_url_of: Callable[..., str]) -> Callable[[Any], Any]:
+    """Run an Engine method inside `Transport.for_server` for its connection's
+    MCP server, so every request it makes obeys that server's endpoint policy
+    (`broker.netpolicy`)."""
+
+    def wrap(method: Any) -> Any:
+        @functools.wraps(method)
+        async def run(self: Engine, *args: Any, **kwargs: Any) -> Any:
+            async with self.transport.for_server(server_url_of(self, *args, **kwargs)):
+                return await method(self, *args, **kwargs)
+
+        return run
+
+    return wrap
+
+
+def _named_server(engine: Engine, name: str, *_: Any, **__: Any) -> str:
+    settings = engine.store.load_settings().get(name)
+    if settings is None:
+        raise UnknownConnection(name)
+    return settings.server_url
+
+
 def _start_browser_thread(opener: Callable[[str], bool], url: str, on_fail: Callable[[], None]) -> None:
     """Run the opener in a daemon thread: `webbrowser` may block until a
     `$BROWSER` command exits, and must never keep the process alive."""
@@ -139,6 +163,7 @@ class Engine:
             tried.append(url)
         raise DiscoveryError(f"{issuer} publishes no authorization server metadata (tried {', '.join(tried)})")
 
+    @_for_server(lambda self, server_url, **_: canonical_server_url(server_url))
     async def discover(
         self,
         server_url: str,
@@ -158,6 +183,12 @@ class Engine:
             )
         issuer = prm.authorization_servers[0]
         auth_server = await self._fetch_auth_server_metadata(issuer)
+        # The browser goes to the authorization endpoint and secrets go to the
+        # others: all must be as far out as the MCP server (broker.netpolicy).
+        for key in ("authorization_endpoint", "token_endpoint", "registration_endpoint", "revocation_endpoint"):
+            endpoint = getattr(auth_server, key)
+            if endpoint is not None:
+                await self.transport.check_url(endpoint, f"`{key}` of {issuer}")
         return Discovered(
             issuer=auth_server.issuer,
             resource=prm.resource,
@@ -365,6 +396,7 @@ class Engine:
             await listener.start()  # a new port: the registration is renewed below
         return listener
 
+    @_for_server(_named_server)
     async def connect(
         self,
         name: str,
@@ -506,6 +538,7 @@ class Engine:
 
     # -- tokens ---------------------------------------------------------------
 
+    @_for_server(lambda self, settings, *_: settings.server_url)
     async def refresh_tokens(self, settings: ConnectionSettings, state: ConnectionState, tokens: TokenSet) -> TokenSet:
         """One refresh-token grant. The caller persists the result."""
         assert settings.discovered and state.registration and tokens.refresh_token
@@ -518,6 +551,7 @@ class Engine:
         response = await self.transport.send(request)
         return parse_token_response(response, now=self.clock(), requested_scope=state.requested_scope, previous=tokens)
 
+    @_for_server(_named_server)
     async def disconnect(self, name: str) -> str | None:
         """Revoke at the server when it offers revocation, then forget the
         tokens. Returns a warning if revocation did not succeed."""

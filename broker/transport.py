@@ -1,25 +1,49 @@
 """The one place that sends `HttpRequest`s, with the limits every call needs.
 
-Every request gets: the URL policy (https, or http on loopback), no redirect
-following, a connect/read timeout, a total deadline (so a server that drips
-one byte a second cannot hold a flow forever) and a cap on the body size.
+Every request gets: the URL policy (https, or http on loopback), the
+connection's endpoint policy (`broker.netpolicy`: no endpoint further inward
+than the MCP server, judged by every address the host resolves to), no
+redirect following, a connect/read timeout, a total deadline (so a server
+that drips one byte a second cannot hold a flow forever) and a cap on the
+body size.
+
+The endpoint policy comes from `Transport.for_server(server_url)`, which the
+engine enters around everything it does for one connection. A request sent
+outside it gets `netpolicy.STRICT`: public https only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import httpx
 
 from . import __version__
 from .errors import NetworkError, ResponseTooLarge
 from .http import HttpRequest, HttpResponse
+from .netpolicy import STRICT, EndpointPolicy, Reach, innermost, ip_reach, literal_reach
 from .urls import check_endpoint_url
 
 __all__ = ["Limits", "Transport"]
 
 USER_AGENT = f"mcp-token-broker/{__version__}"
+
+#: host, port -> the IP addresses it resolves to.
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+_POLICY: contextvars.ContextVar[EndpointPolicy] = contextvars.ContextVar("endpoint_policy", default=STRICT)
+
+
+async def resolve(host: str, port: int) -> list[str]:
+    """The system resolver, as httpx will use it to connect."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
 
 
 @dataclass(frozen=True)
@@ -35,8 +59,15 @@ class Limits:
 class Transport:
     """Sends requests with httpx. Owns its client unless one is passed in."""
 
-    def __init__(self, client: httpx.AsyncClient | None = None, limits: Limits = Limits()) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient | None = None,
+        limits: Limits = Limits(),
+        *,
+        resolver: Resolver = resolve,
+    ) -> None:
         self.limits = limits
+        self._resolver = resolver
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(limits.timeout),
@@ -55,8 +86,57 @@ class Transport:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    # -- endpoint policy ------------------------------------------------------
+
+    async def _reach(self, host: str, port: int) -> Reach | None:
+        """The innermost reach among the host's addresses; None if it does not
+        resolve here (a proxy may still reach it, and then decides)."""
+        literal = literal_reach(host)
+        if literal is not None:
+            return literal
+        try:
+            async with asyncio.timeout(self.limits.timeout):
+                addresses = await self._resolver(host, port)
+        except (OSError, TimeoutError, UnicodeError):
+            return None
+        reaches = [ip_reach(a) for a in addresses]
+        return innermost(reaches) if reaches else None
+
+    @contextlib.asynccontextmanager
+    async def for_server(self, server_url: str) -> AsyncIterator[EndpointPolicy]:
+        """Send everything inside on behalf of the MCP server at `server_url`."""
+        parts = urlsplit(server_url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        # A server whose name does not resolve here gets the strictest reach.
+        reach = await self._reach(parts.hostname or "", port) or "public"
+        policy = EndpointPolicy(server_url=server_url, reach=reach)
+        token = _POLICY.set(policy)
+        try:
+            yield policy
+        finally:
+            _POLICY.reset(token)
+
+    @property
+    def policy(self) -> EndpointPolicy:
+        return _POLICY.get()
+
+    async def check_url(self, url: str, what: str) -> str:
+        """Refuse `url` unless the current connection may send to it (or
+        the user's browser to it): scheme, literal host and resolved host."""
+        check_endpoint_url(url, what)
+        parts = urlsplit(url)
+        policy = _POLICY.get()
+        policy.check(url, what)  # the literal host, before any lookup
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        reach = await self._reach(parts.hostname or "", port)
+        if reach is not None:
+            policy.check(url, what, reach)
+        return url
+
+    # -- sending ------------------------------------------------------------
+
     async def send(self, request: HttpRequest) -> HttpResponse:
-        check_endpoint_url(request.url, f"the {request.purpose} URL")
+        await self.check_url(request.url, f"the {request.purpose} URL")
         try:
             async with asyncio.timeout(self.limits.deadline):
                 return await self._send(request)

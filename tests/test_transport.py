@@ -26,7 +26,7 @@ def run(handler, limits, url_override=None):
     async def main():
         server, url = await serve(handler)
         try:
-            async with Transport(limits=limits) as t:
+            async with Transport(limits=limits) as t, t.for_server(url):
                 return await t.send(HttpRequest("GET", url_override or url, "test endpoint"))
         finally:
             server.close()
@@ -87,7 +87,18 @@ def test_silent_server_times_out():
 
 
 def test_refused_connection_is_typed():
+    async def main():
+        t = Transport()
+        async with t.for_server("http://127.0.0.1:1/mcp"):
+            await t.send(HttpRequest("GET", "http://127.0.0.1:1/x", "test endpoint"))
+
     with pytest.raises(NetworkError, match="cannot reach"):
+        asyncio.run(main())
+
+
+def test_outside_a_connection_only_public_https_is_sent():
+    # No MCP server context: the strictest policy, so loopback is refused unsent.
+    with pytest.raises(UnsafeEndpoint, match="plain http"):
         asyncio.run(Transport().send(HttpRequest("GET", "http://127.0.0.1:1/x", "test endpoint")))
 
 
