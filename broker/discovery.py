@@ -20,11 +20,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from .challenge import BearerChallenge, bearer_challenge
 from .errors import (
     DiscoveryError,
+    InvalidURL,
     IssuerMismatch,
     PKCEUnsupported,
     ResourceMismatch,
@@ -32,7 +33,7 @@ from .errors import (
     describe_remote_text,
 )
 from .http import HttpRequest, HttpResponse
-from .urls import check_endpoint_url, path_inserted
+from .urls import canonical_server_url, check_endpoint_url, path_inserted
 
 __all__ = [
     "ProbeResult",
@@ -192,19 +193,24 @@ def _str_list(doc: dict[str, Any], key: str, what: str) -> tuple[str, ...] | Non
     return tuple(value)
 
 
-def _resource_covers(resource: str, server_url: str) -> bool:
-    """RFC 9728 section 3.3 / 7.3: the metadata must be about this server.
-
-    Accept the server URL itself or a parent path on the same origin, the way
-    the official SDKs do, so `https://h` may describe `https://h/mcp`.
-    """
-    if resource.rstrip("/") == server_url.rstrip("/"):
-        return True
-    r, s = urlsplit(resource), urlsplit(server_url)
-    if (r.scheme.lower(), r.netloc.lower()) != (s.scheme.lower(), s.netloc.lower()) or r.query or r.fragment:
+def _same_resource(resource: str, server_url: str) -> bool:
+    """RFC 9728 section 3.3: the metadata's `resource` must be identical to the
+    server's resource identifier. A parent path (`https://h` for `https://h/mcp`)
+    would have the token issued for a wider audience than this server, so
+    it is refused. Only what URI comparison treats as equal is tolerated:
+    the case of scheme and host, a default port and a trailing slash."""
+    try:
+        return _comparable(resource) == _comparable(server_url)
+    except InvalidURL:
         return False
-    prefix = r.path.rstrip("/") + "/"
-    return (s.path.rstrip("/") + "/").startswith(prefix)
+
+
+def _comparable(url: str) -> str:
+    parts = urlsplit(canonical_server_url(url))
+    netloc = parts.netloc
+    if (parts.scheme, parts.port) in (("https", 443), ("http", 80)):
+        netloc = netloc.rsplit(":", 1)[0]
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), parts.query, ""))
 
 
 def parse_resource_metadata(response: HttpResponse, url: str, server_url: str) -> ResourceMetadata | None:
@@ -218,7 +224,7 @@ def parse_resource_metadata(response: HttpResponse, url: str, server_url: str) -
     resource = doc.get("resource")
     if not isinstance(resource, str) or not resource:
         raise DiscoveryError(f"{what} has no `resource`")
-    if not _resource_covers(resource, server_url):
+    if not _same_resource(resource, server_url):
         raise ResourceMismatch(
             f"{what} is for {describe_remote_text(resource)}, not for {server_url}; refusing to use it"
         )

@@ -75,15 +75,32 @@ def prm(**over):
     return resp(200, doc)
 
 
-def test_prm_parses_and_allows_parent_resource():
+def test_prm_parses():
     m = parse_resource_metadata(prm(), "u", SERVER)
     assert m.authorization_servers == (ISSUER,) and m.scopes_supported == ("files:read",)
-    assert parse_resource_metadata(prm(resource="https://mcp.example.com"), "u", SERVER).resource == "https://mcp.example.com"
+
+
+@pytest.mark.parametrize(
+    "resource", ["https://MCP.example.com/mcp", "https://mcp.example.com:443/mcp", "https://mcp.example.com/mcp/"]
+)
+def test_prm_resource_equal_as_a_uri_is_accepted(resource):
+    assert parse_resource_metadata(prm(resource=resource), "u", SERVER).resource == resource
 
 
 @pytest.mark.parametrize(
     "resource",
-    ["https://evil.example.com/mcp", "https://mcp.example.com/other", "http://mcp.example.com/mcp", "https://mcp.example.com/mcpx"],
+    [
+        "https://evil.example.com/mcp",
+        "https://mcp.example.com/other",
+        "http://mcp.example.com/mcp",
+        "https://mcp.example.com/mcpx",
+        # A parent path is a wider audience: RFC 9728 section 3.3 asks for identity.
+        "https://mcp.example.com",
+        "https://mcp.example.com/",
+        "https://mcp.example.com:8443/mcp",
+        "https://mcp.example.com/mcp?tenant=other",
+        "not a url",
+    ],
 )
 def test_prm_for_another_resource_is_refused(resource):
     with pytest.raises(ResourceMismatch):
