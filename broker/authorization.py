@@ -110,8 +110,19 @@ def start_authorization(
 
 
 def callback_params_from_url(url: str) -> dict[str, str]:
-    """Query parameters of a redirect URL, with duplicates and excess refused."""
-    pairs = parse_qsl(urlsplit(url).query, keep_blank_values=True, max_num_fields=MAX_CALLBACK_PARAMS)
+    """Query parameters of a redirect URL, with duplicates and excess refused.
+
+    Every refusal is a `BadResponse`: the listener answers it with a 400 page
+    and the paste reader reports it, and both keep waiting for the real one.
+    """
+    try:
+        query = urlsplit(url).query
+    except ValueError:
+        raise BadResponse("the authorization response is not a valid URL") from None
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, max_num_fields=MAX_CALLBACK_PARAMS)
+    except ValueError:
+        raise BadResponse(f"the authorization response has too many parameters (more than {MAX_CALLBACK_PARAMS})") from None
     params: dict[str, str] = {}
     for key, value in pairs:
         if key in params:

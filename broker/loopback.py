@@ -161,10 +161,12 @@ class LoopbackListener:
             else:
                 try:
                     params = callback_params_from_url(target)
-                except BadResponse:
-                    params = {}
-                ok, title, text = self._consider(params)
-                status = 200 if ok else 400
+                except BadResponse as exc:
+                    self.rejected += 1
+                    status, ok, title, text = 400, False, "Not understood", f"{exc}. It was ignored."
+                else:
+                    ok, title, text = self._consider(params)
+                    status = 200 if ok else 400
             await self._respond(conn, writer, status, _page(ok, title, text))
         except (TimeoutError, h11.RemoteProtocolError, ConnectionError):
             pass

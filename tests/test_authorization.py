@@ -129,3 +129,12 @@ def test_validate_never_accepts_without_the_state(params):
     except (StateMismatch, IssuerMismatchInCallback, OAuthError, BadResponse):
         return
     raise AssertionError("accepted a callback without the flow's state")
+
+
+def test_callback_url_parsing_caps_parameters_with_a_typed_error():
+    at_cap = "&".join(f"p{i}=x" for i in range(32))
+    assert len(callback_params_from_url(f"http://127.0.0.1/cb?{at_cap}")) == 32
+    with pytest.raises(BadResponse, match="too many parameters"):
+        callback_params_from_url(f"http://127.0.0.1/cb?{at_cap}&p32=x")
+    with pytest.raises(BadResponse):
+        callback_params_from_url("http://[::1/cb?code=a&state=b")  # urlsplit's ValueError

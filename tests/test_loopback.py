@@ -110,6 +110,19 @@ def test_oversized_and_garbage_requests_do_not_disturb_the_flow():
     asyncio.run(main())
 
 
+def test_too_many_parameters_get_a_400_page_and_the_flow_goes_on():
+    async def main():
+        listener, pending, task = await flow()
+        flood = await get(listener.redirect_uri, params={f"p{i}": "x" for i in range(40)})
+        assert flood.status_code == 400 and "too many parameters" in flood.text
+        assert not task.done() and listener.rejected == 1
+        ok = await get(listener.redirect_uri, params={"code": "c", "state": pending.state.reveal(), "iss": ISSUER})
+        assert ok.status_code == 200
+        assert (await task).reveal() == "c"
+
+    asyncio.run(main())
+
+
 def test_timeout_closes_the_port():
     async def main():
         listener = LoopbackListener()
