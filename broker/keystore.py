@@ -16,7 +16,7 @@ from typing import Protocol
 
 from .errors import KeyFileError, KeyringUnavailable
 
-__all__ = ["KeyStore", "KeyringKeyStore", "FileKeyStore", "KEY_FILE_ENV", "NO_KEYRING_HELP"]
+__all__ = ["KeyStore", "KeyringKeyStore", "FileKeyStore", "KEY_FILE_ENV", "NO_KEYRING_HELP", "SECRET_STORES"]
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +57,8 @@ class KeyringKeyStore:
         import keyring.errors
 
         self._errors = keyring.errors
-        self._backend = backend if backend is not None else keyring.get_keyring()
+        self._backend = _secret_store(backend if backend is not None else keyring.get_keyring())
         name = type(self._backend).__module__
-        priority = getattr(self._backend, "priority", 1)
-        if name.startswith(("keyring.backends.fail", "keyring.backends.null")) or (
-            isinstance(priority, (int, float)) and priority <= 0
-        ):
-            raise KeyringUnavailable(f"no OS keyring is available to hold the vault key. {NO_KEYRING_HELP}")
         self.description = f"the OS keyring ({getattr(self._backend, 'name', name)})"
 
     def _username(self, vault_id: str) -> str:
@@ -90,6 +85,55 @@ class KeyringKeyStore:
             raise KeyringUnavailable(
                 f"the OS keyring refused to store the vault key ({type(exc).__name__}). {NO_KEYRING_HELP}"
             ) from None
+
+
+#: Backends that keep secrets in an OS secret store (encrypted, unlocked with
+#: the user's session). Anything else, such as `keyrings.alt`'s plaintext or
+#: "encrypted" files, would put the vault key beside the vault.
+SECRET_STORES = (
+    "keyring.backends.SecretService",
+    "keyring.backends.libsecret",
+    "keyring.backends.kwallet",
+    "keyring.backends.macOS",
+    "keyring.backends.Windows",
+)
+
+
+def _backend_name(backend: object) -> str:
+    cls = type(backend)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _is_secret_store(backend: object) -> bool:
+    module = type(backend).__module__
+    priority = getattr(backend, "priority", 1)
+    usable = not isinstance(priority, (int, float)) or priority > 0
+    return usable and any(module == m or module.startswith(m + ".") for m in SECRET_STORES)
+
+
+def _secret_store(backend: object) -> object:
+    """`backend` itself if it is a real secret store; for keyring's chainer, its
+    highest-priority member that is one (the chainer would otherwise read
+    from, and fall back to writing into, every member, plaintext ones too)."""
+    from keyring.backends.chainer import ChainerBackend
+
+    module = type(backend).__module__
+    if module.startswith(("keyring.backends.fail", "keyring.backends.null")):
+        raise KeyringUnavailable(f"no OS keyring is available to hold the vault key. {NO_KEYRING_HELP}")
+    if isinstance(backend, ChainerBackend):
+        members = list(getattr(backend, "backends", ()))
+        real = [m for m in members if _is_secret_store(m)]
+        if real:
+            return real[0]
+        if not members:
+            raise KeyringUnavailable(f"no OS keyring is available to hold the vault key. {NO_KEYRING_HELP}")
+        backend = members[0]
+    if not _is_secret_store(backend):
+        raise KeyringUnavailable(
+            f"the keyring backend {_backend_name(backend)} is not an OS secret store, so it cannot hold the "
+            f"vault key (it may keep it in a plain file). {NO_KEYRING_HELP}"
+        )
+    return backend
 
 
 class FileKeyStore:
