@@ -5,6 +5,12 @@ flow on the first callback that carries the right `state`. Callbacks with a
 wrong `state` are answered with an error page and ignored, so a local web
 page cannot cancel a login by firing forged redirects at the port. HTTP is
 parsed by h11, with a size cap and a timeout per connection.
+
+Connections from another local user get a 403 page before anything they send
+is looked at (tcpowner.py finds the peer's UID on Linux; elsewhere every
+local peer is let through and `state` is the only guard). Another user who
+learned the `state` could otherwise finish the login with their own account,
+or cancel it with `error=`.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import contextlib
 import errno
 import html
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import h11
 
@@ -28,6 +34,7 @@ from .errors import (
     StateMismatch,
 )
 from .authorization import callback_params_from_url
+from .tcpowner import peer_is_us
 
 __all__ = ["LoopbackListener", "DEFAULT_CALLBACK_PATH"]
 
@@ -52,9 +59,18 @@ class LoopbackListener:
 
     `validate` turns the query parameters into a result or raises: a
     `StateMismatch` is shown and ignored; any other error ends the flow.
+    `is_us(sockname, peername)` decides whether a connection comes from our
+    own user; others are refused and counted in `foreign`.
     """
 
-    def __init__(self, *, port: int = 0, path: str = DEFAULT_CALLBACK_PATH, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        path: str = DEFAULT_CALLBACK_PATH,
+        host: str = "127.0.0.1",
+        is_us: Callable[[tuple[Any, ...], tuple[Any, ...]], bool] = peer_is_us,
+    ) -> None:
         if not path.startswith("/"):
             path = "/" + path
         self.host = host
@@ -64,6 +80,8 @@ class LoopbackListener:
         self._future: asyncio.Future[object] | None = None
         self._validate: Callable[[dict[str, str]], object] | None = None
         self.rejected = 0
+        self.foreign = 0
+        self._is_us = is_us
         self._port: int | None = None
 
     @property
@@ -148,13 +166,18 @@ class LoopbackListener:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_BYTES)
         try:
+            # Looked up at once, while the peer's socket certainly exists.
+            ours = self._is_us(writer.get_extra_info("sockname"), writer.get_extra_info("peername"))
             async with asyncio.timeout(READ_TIMEOUT):
                 request = await self._read_request(conn, reader)
             if request is None:
                 return
             target = request.target.decode("ascii", "replace")
             path = target.split("?", 1)[0]
-            if request.method != b"GET":
+            if not ours:
+                self.foreign += 1
+                status, ok, title, text = 403, False, "Not your login", "This login belongs to another user of this computer. Nothing was passed on."
+            elif request.method != b"GET":
                 status, ok, title, text = 405, False, "Method not allowed", "Only GET is answered here."
             elif path != self.path:
                 status, ok, title, text = 404, False, "Not found", "Nothing here."
