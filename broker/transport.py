@@ -28,6 +28,7 @@ from . import __version__
 from .errors import NetworkError, ResponseTooLarge
 from .http import HttpRequest, HttpResponse
 from .netpolicy import STRICT, EndpointPolicy, Reach, innermost, ip_reach, literal_reach
+from .pinning import checked_transport
 from .urls import check_endpoint_url
 
 __all__ = ["Limits", "Transport"]
@@ -38,6 +39,15 @@ USER_AGENT = f"mcp-token-broker/{__version__}"
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 _POLICY: contextvars.ContextVar[EndpointPolicy] = contextvars.ContextVar("endpoint_policy", default=STRICT)
+
+
+def _proxied() -> bool:
+    """An HTTP(S) proxy from the environment, which httpx would use: it then
+    resolves the targets, and only the pre-flight check applies."""
+    import urllib.request
+
+    proxies = urllib.request.getproxies()
+    return any(proxies.get(k) for k in ("http", "https", "all"))
 
 
 async def resolve(host: str, port: int) -> list[str]:
@@ -69,11 +79,15 @@ class Transport:
         self.limits = limits
         self._resolver = resolver
         self._owns_client = client is None
+        #: Whether connections are made by `pinning.CheckedBackend` (no proxy):
+        #: then the address connected to is the address checked.
+        self.pinned = client is None and not _proxied()
         self._client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(limits.timeout),
             follow_redirects=False,
             trust_env=True,
             headers={"User-Agent": USER_AGENT},
+            transport=checked_transport(resolver, _POLICY.get) if self.pinned else None,
         )
 
     async def aclose(self) -> None:
@@ -120,13 +134,16 @@ class Transport:
     def policy(self) -> EndpointPolicy:
         return _POLICY.get()
 
-    async def check_url(self, url: str, what: str) -> str:
+    async def check_url(self, url: str, what: str, *, resolve: bool = True) -> str:
         """Refuse `url` unless the current connection may send to it (or
-        the user's browser to it): scheme, literal host and resolved host."""
+        the user's browser to it): scheme, literal host and, with `resolve`,
+        every address the host resolves to."""
         check_endpoint_url(url, what)
         parts = urlsplit(url)
         policy = _POLICY.get()
         policy.check(url, what)  # the literal host, before any lookup
+        if not resolve:
+            return url
         port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
         reach = await self._reach(parts.hostname or "", port)
         if reach is not None:
@@ -136,7 +153,8 @@ class Transport:
     # -- sending ------------------------------------------------------------
 
     async def send(self, request: HttpRequest) -> HttpResponse:
-        await self.check_url(request.url, f"the {request.purpose} URL")
+        # A pinned client checks the addresses it connects to; else check here.
+        await self.check_url(request.url, f"the {request.purpose} URL", resolve=not self.pinned)
         try:
             async with asyncio.timeout(self.limits.deadline):
                 return await self._send(request)

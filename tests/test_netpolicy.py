@@ -242,3 +242,55 @@ def test_sending_outside_the_connections_context_is_strict(capture):
     with pytest.raises(UnsafeEndpoint):
         asyncio.run(Transport().send(HttpRequest("GET", f"http://127.0.0.1:{capture.port}/", "test")))
     assert capture.connections == 0
+
+
+def test_dns_rebinding_between_check_and_connect_is_refused(capture):
+    """The token endpoint's name resolves to a public address when discovery
+    checks it, and to 127.0.0.1 when the request connects: the connection
+    uses its own, checked lookup and is refused before a byte is sent."""
+    answers = {"mcp.remote.test": [[PUBLIC_IP]] * 3, "as.remote.test": [[PUBLIC_IP], ["127.0.0.1"]]}
+
+    async def rebinding(host, port):
+        queue = answers[host]
+        return queue.pop(0) if len(queue) > 1 else queue[0]
+
+    transport = Transport(resolver=rebinding)
+    assert transport.pinned
+    url = f"https://as.remote.test:{capture.port}/token"
+
+    async def main():
+        async with transport.for_server(REMOTE):
+            await transport.check_url(url, "the token endpoint")  # first lookup: public
+            await transport.send(HttpRequest("POST", url, "token endpoint", (), b"grant_type=x"))
+
+    with pytest.raises(UnsafeEndpoint, match="resolves to 127.0.0.1"):
+        asyncio.run(main())
+    assert capture.connections == 0
+
+
+def test_a_pinned_client_connects_to_the_address_it_checked():
+    """httpx's pool really uses the checked backend (the one reach into its
+    internals): a name only our resolver knows is connected to."""
+
+    async def main():
+        server = await asyncio.start_server(answer_204, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        transport = Transport(resolver=fake_dns({"localhost": ["127.0.0.1"]}))
+        try:
+            async with transport.for_server(f"http://127.0.0.1:{port}/mcp"):
+                response = await transport.send(HttpRequest("GET", f"http://localhost:{port}/", "test"))
+            return response.status, transport._client._transport._pool._network_backend
+        finally:
+            await transport.aclose()
+            server.close()
+
+    status, backend = asyncio.run(main())
+    assert status == 204
+    assert type(backend).__name__ == "CheckedBackend"
+
+
+async def answer_204(reader, writer):
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+    await writer.drain()
+    writer.close()
