@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["peer_uid", "peer_is_us", "CAN_SEE_PEERS"]
+__all__ = ["CAN_SEE_PEERS", "peer_is_us", "peer_uid"]
 
 #: Whether this platform tells us who is on the other end.
 CAN_SEE_PEERS = sys.platform.startswith("linux")

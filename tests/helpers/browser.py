@@ -6,6 +6,12 @@ module then runs this file as ONE executable with the URL as its only
 argument (no shell, no argument splitting). Standard library only, so it
 runs under whatever ``python3`` is on PATH.
 
+The argument is either the URL itself or, as the broker passes it, the
+``file:`` URL of a local page that redirects there with ``<meta
+http-equiv="refresh">`` (broker/browser.py keeps the authorization URL off
+every command line that way). Like a real browser, this one reads the page
+and follows the refresh; it never guesses the URL from anywhere else.
+
 Modes (env ``BROWSER_MODE``):
 
 ``follow`` (default)
@@ -37,6 +43,11 @@ Other knobs:
 ``BROWSER_NO_DELIVER``
     ``1``: walk the pages but do not GET the final callback; log it as
     ``CALLBACK <url>`` instead (the user pastes it into ``connect --paste``).
+``BROWSER_FIRST``
+    A command (split with ``shlex``) to run with the resolved URL on its
+    stdin before anything is visited, while this process is the open browser.
+    The attack tests use it to let another local user act at exactly that
+    moment.
 ``BROWSER_DETACH``
     ``1``: fork, let the parent exit 0 at once and run the flow in the
     child, like a real browser launcher. ``webbrowser.open`` waits for this
@@ -53,6 +64,8 @@ from __future__ import annotations
 
 import http.cookiejar
 import os
+import shlex
+import subprocess
 import sys
 import time
 import urllib.error
@@ -99,6 +112,38 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D102
         return None
+
+
+class _Refresh(HTMLParser):
+    """The target of a page's ``<meta http-equiv="refresh">``, as HTML parses it."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.target: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k.lower(): (v or "") for k, v in attrs}
+        if tag != "meta" or a.get("http-equiv", "").lower() != "refresh" or self.target is not None:
+            return
+        # HTML "shared declarative refresh steps": "<delay>;url=<rest of the string>".
+        _delay, _, rest = a.get("content", "").partition(";")
+        rest = rest.strip()
+        if rest[:4].lower() == "url=":
+            rest = rest[4:].strip()
+        self.target = rest or None
+
+
+def resolve(arg: str) -> str:
+    """The URL to load: ``arg`` itself, or where the local page it names redirects."""
+    parts = urllib.parse.urlsplit(arg)
+    if parts.scheme != "file":
+        return arg
+    with open(urllib.request.url2pathname(parts.path), encoding="utf-8") as fh:
+        page = _Refresh()
+        page.feed(fh.read())
+    if page.target is None:
+        raise ValueError(f"the page {arg} does not redirect anywhere")
+    return page.target
 
 
 class _Page(HTMLParser):
@@ -267,9 +312,17 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         log(f"expected exactly one URL argument, got {argv[1:]!r}")
         return 1
-    url = argv[1]
+    try:
+        url = resolve(argv[1])
+    except (OSError, ValueError) as err:
+        log(f"cannot open {argv[1]}: {err!r}")
+        return 1
+    if url != argv[1]:
+        log(f"argv {argv[1]}")
     log(f"open {url}")
 
+    if os.environ.get("BROWSER_FIRST"):
+        subprocess.run(shlex.split(os.environ["BROWSER_FIRST"]), input=url, text=True, timeout=60, check=False)
     if MODE == "print":
         return 0
     if MODE not in ("follow", "deny"):
