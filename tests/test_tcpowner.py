@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from broker.tcpowner import _parse, peer_is_us, peer_uid
+from broker.tcpowner import _parse, by_proc_tables, by_sock_diag, peer_is_us, peer_uid
 
 pytestmark = [
     pytest.mark.timeout(30),
@@ -41,8 +41,12 @@ def test_parses_the_kernel_format():
     assert str(_parse(mapped)[0]) == "127.0.0.1"
 
 
+LOOKUPS = pytest.mark.parametrize("lookup", [by_sock_diag, by_proc_tables], ids=["sock_diag", "proc"])
+
+
+@LOOKUPS
 @pytest.mark.parametrize("family, host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
-def test_our_own_connection_is_ours(family, host):
+def test_our_own_connection_is_ours(family, host, lookup):
     if family == socket.AF_INET6 and not socket.has_ipv6:
         pytest.skip("no IPv6")
     try:
@@ -53,22 +57,39 @@ def test_our_own_connection_is_ours(family, host):
         client.connect(server.getsockname()[:2])
         conn, _ = server.accept()
         with conn:
-            assert peer_uid(conn.getsockname(), conn.getpeername()) == os.geteuid()
+            assert peer_uid(conn.getsockname(), conn.getpeername(), lookups=[lookup]) == os.geteuid()
             assert peer_is_us(conn.getsockname(), conn.getpeername())
             # Looked up from the client's side, the peer is the accepted socket: ours too.
-            assert peer_uid(client.getsockname(), client.getpeername()) == os.geteuid()
+            assert peer_uid(client.getsockname(), client.getpeername(), lookups=[lookup]) == os.geteuid()
 
 
-def test_an_unknown_peer_is_not_us():
+@LOOKUPS
+def test_an_unknown_peer_is_not_us(lookup):
     with accepted(socket.AF_INET, "127.0.0.1") as server:
         port = server.getsockname()[1]
         # Nothing is connected from port 1 to the listener.
-        assert peer_uid(("127.0.0.1", port), ("127.0.0.1", 1)) is None
+        assert peer_uid(("127.0.0.1", port), ("127.0.0.1", 1), lookups=[lookup]) is None
         assert not peer_is_us(("127.0.0.1", port), ("127.0.0.1", 1))
 
 
+def test_when_no_way_of_looking_works_the_peer_is_not_us(tmp_path):
+    def no_netlink(theirs, ours):
+        raise PermissionError("netlink is not allowed here")
+
+    def no_tables(theirs, ours):
+        return by_proc_tables(theirs, ours, proc_net=tmp_path)  # an empty directory
+
+    with accepted(socket.AF_INET, "127.0.0.1") as server, socket.create_connection(server.getsockname()):
+        conn, _ = server.accept()
+        with conn:
+            where = (conn.getsockname(), conn.getpeername())
+            assert peer_uid(*where, lookups=[no_netlink, by_proc_tables]) == os.geteuid()
+            assert peer_uid(*where, lookups=[no_netlink, no_tables]) is None
+
+
+@LOOKUPS
 @pytest.mark.skipif(os.geteuid() != 0, reason="acting as another user needs root")
-def test_a_connection_from_another_user_is_theirs():
+def test_a_connection_from_another_user_is_theirs(lookup):
     with accepted(socket.AF_INET, "127.0.0.1") as server:
         host, port = server.getsockname()
         child = subprocess.Popen([sys.executable, "-I", "-c", CONNECT_AS_NOBODY, host, str(port)])
@@ -76,7 +97,7 @@ def test_a_connection_from_another_user_is_theirs():
             conn, _ = server.accept()
             with conn:
                 assert conn.recv(1) == b"x"
-                assert peer_uid(conn.getsockname(), conn.getpeername()) == 65534
+                assert peer_uid(conn.getsockname(), conn.getpeername(), lookups=[lookup]) == 65534
                 assert not peer_is_us(conn.getsockname(), conn.getpeername())
         finally:
             assert child.wait(timeout=20) == 0
