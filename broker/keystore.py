@@ -130,8 +130,8 @@ def _secret_store(backend: object) -> object:
         backend = members[0]
     if not _is_secret_store(backend):
         raise KeyringUnavailable(
-            f"the keyring backend {_backend_name(backend)} is not an OS secret store, so it cannot hold the "
-            f"vault key (it may keep it in a plain file). {NO_KEYRING_HELP}"
+            f"no OS keyring is available to hold the vault key (the keyring backend {_backend_name(backend)} "
+            f"is not an OS secret store and may keep it in a plain file). {NO_KEYRING_HELP}"
         )
     return backend
 
