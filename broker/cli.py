@@ -545,12 +545,14 @@ def cmd_remove(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .config import load_config
     from .engine import Engine
+    from .hardening import harden_process
     from .paths import Paths
     from .service import BrokerService
     from .socketpath import default_socket_path
     from .store import Store
     from .transport import Transport
 
+    harden_process()
     paths = Paths.default()
     config = load_config(paths)
     policy = args.policy or config.client_policy
@@ -576,8 +578,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_proxy(args: argparse.Namespace) -> int:
     from .client import BrokerClient, ServiceError, ServiceUnavailable, quote
+    from .hardening import harden_process
     from .proxy import run_proxy
 
+    harden_process()
     client = BrokerClient()
     try:
         view = client.request("GET", f"/v1/connections/{quote(args.name)}")

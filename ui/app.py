@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minimized", action="store_true", help="start in the tray (as at login)")
     parser.add_argument("--policy", choices=("ask", "allow", "deny"), help="override the client policy for this run")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    from broker.hardening import harden_process
+
+    harden_process()  # here, not in `gui`: exec undoes PR_SET_DUMPABLE
 
     if (
         sys.platform.startswith("linux")
