@@ -131,13 +131,12 @@ class ApiServer:
     # -- socket setup ---------------------------------------------------------
 
     def _prepare_dir(self) -> None:
-        directory = self.socket_path.parent
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        st = os.lstat(directory)
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-            raise SocketDirUnsafe(f"{directory} is not a directory owned by you; refusing to put the socket there")
-        if stat.S_IMODE(st.st_mode) != 0o700:
-            os.chmod(directory, 0o700)
+        """Every directory from the runtime base down must be ours alone, and none
+        above it changeable by another user (broker.socketdir): else UnsafeSocketDir."""
+        from .socketdir import prepare_socket_dir
+        from .socketpath import base_for
+
+        prepare_socket_dir(str(self.socket_path), base_for(str(self.socket_path)))
 
     def _bind(self) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

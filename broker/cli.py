@@ -548,11 +548,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .hardening import harden_process
     from .paths import Paths
     from .service import BrokerService
-    from .socketpath import default_socket_path
+    from .socketdir import prepare_socket_dir
+    from .socketpath import socket_location
     from .store import Store
     from .transport import Transport
 
     harden_process()
+    socket_path, base = socket_location()
+    prepare_socket_dir(socket_path, base)  # before anything (the instance lock) goes in there
     paths = Paths.default()
     config = load_config(paths)
     policy = args.policy or config.client_policy
@@ -563,7 +566,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         paths=paths,
         store=store,
         engine=engine,
-        socket_path=default_socket_path(),
+        socket_path=socket_path,
         policy=policy,  # type: ignore[arg-type]
         approval_timeout=args.approval_timeout,
     )

@@ -5,12 +5,18 @@ makes, so this module imports nothing heavy: a plain AF_UNIX socket, one
 HTTP/1.1 request per connection, and a response read with a size cap and a
 timeout. Python MCP clients can use `BrokerClient.token()` directly, or
 `broker.httpx_auth.BrokerAuth` with httpx-based transports.
+
+Before a byte is sent, the socket's directories and the listener's UID are
+checked (`broker.wire`); a socket another user could control raises
+`UnsafeSocketDir` or `UntrustedListener` (storage errors), never
+`ServiceUnavailable`, so callers cannot mistake it for "no service".
 """
 
 from __future__ import annotations
 
 import json
-from .socketpath import default_socket_path
+
+from .socketpath import socket_location
 from .wire import BadAnswer, Unavailable, exchange
 
 __all__ = ["BrokerClient", "ServiceError", "ServiceUnavailable", "quote"]
@@ -32,7 +38,12 @@ class ServiceError(Exception):
 
 class BrokerClient:
     def __init__(self, socket_path: str | None = None, *, timeout: float = 30.0) -> None:
-        self.socket_path = socket_path or default_socket_path()
+        # A given path is checked from its own directory; the default from its runtime base.
+        self._base: str | None = None
+        if socket_path:
+            self.socket_path = socket_path
+        else:
+            self.socket_path, self._base = socket_location()
         self.timeout = timeout
 
     # -- transport ------------------------------------------------------------
@@ -42,7 +53,12 @@ class BrokerClient:
         payload = None if body is None else json.dumps(body).encode()
         try:
             status, raw = exchange(
-                self.socket_path, method, path, payload, timeout=timeout if timeout is not None else self.timeout
+                self.socket_path,
+                method,
+                path,
+                payload,
+                timeout=timeout if timeout is not None else self.timeout,
+                base=self._base,
             )
         except Unavailable as exc:
             raise ServiceUnavailable(str(exc)) from exc

@@ -17,7 +17,10 @@ socket API and the GUI) can decide what to tell the user:
     │   ├── SettingsCorrupt
     │   ├── VaultKeyMismatch
     │   ├── VaultLocked
-    │   └── SchemaTooNew
+    │   ├── SchemaTooNew
+    │   ├── UnsafeSocketDir         a directory on the socket's path is not private to you
+    │   ├── SocketPathTooLong
+    │   └── UntrustedListener       the socket's listener runs as another user
     ├── FlowError                   the interactive login did not complete
     │   ├── FlowTimeout
     │   ├── FlowCancelled
@@ -64,6 +67,9 @@ __all__ = [
     "VaultKeyMismatch",
     "VaultLocked",
     "SchemaTooNew",
+    "UnsafeSocketDir",
+    "SocketPathTooLong",
+    "UntrustedListener",
     "FlowError",
     "FlowTimeout",
     "FlowCancelled",
@@ -170,6 +176,18 @@ class VaultLocked(StorageError):
 
 class SchemaTooNew(StorageError):
     pass
+
+
+class UnsafeSocketDir(StorageError):
+    """Another user could replace the socket (see broker.socketdir)."""
+
+
+class SocketPathTooLong(StorageError):
+    pass
+
+
+class UntrustedListener(StorageError):
+    """Whoever listens on the socket is not us: nothing was sent to it."""
 
 
 class FlowError(BrokerError):

@@ -4,7 +4,8 @@ This runs for every request some MCP clients make, so it imports almost
 nothing: `broker.wire` (the C `_socket` module; `socket` pulls in enum and
 selectors) and no `json` on success (`json` pulls in `re`). The service answers
 `?format=text` with the bare token. Errors are JSON and are decoded only
-when they happen.
+when they happen. Before sending, `broker.wire` checks the socket's
+directories and the listener's UID (a few `lstat`s and one `getsockopt`).
 
 `run` returns None for arguments it does not understand, so the full CLI can
 report them properly.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import sys
 
-from .socketpath import default_socket_path
+from .socketpath import socket_location
 from .wire import NO_SERVICE, BadAnswer, Unavailable, exchange
 
 __all__ = ["run"]
@@ -56,15 +57,24 @@ def run(args: list[str]) -> int | None:
     path = f"/v1/connections/{name}/token?format=text"
     if min_ttl is not None:
         path += f"&min_ttl={min_ttl}"
+    socket_path, base = socket_location()
     try:
         # Long enough for a person to answer an approval under the `ask` policy.
-        status, body = exchange(default_socket_path(), "GET", path, timeout=APPROVAL_WAIT)
+        status, body = exchange(socket_path, "GET", path, timeout=APPROVAL_WAIT, base=base)
     except Unavailable:
         sys.stderr.write(f"{PROG}: {NO_SERVICE}\n")
         return 6
     except (BadAnswer, OSError) as exc:
         sys.stderr.write(f"{PROG}: the broker did not answer properly ({exc})\n")
         return 1
+    except Exception as exc:
+        # Imported only now: importing it costs as much as this whole path.
+        from .errors import BrokerError
+
+        if not isinstance(exc, BrokerError):  # an unsafe socket directory or listener
+            raise
+        sys.stderr.write(f"{PROG}: {exc}\n")
+        return exc.exit_code
     if status != 200:
         import json
 

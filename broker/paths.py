@@ -42,9 +42,11 @@ class Paths:
 
     @property
     def runtime_dir(self) -> Path:
-        # Computed on demand: platformdirs warns when XDG_RUNTIME_DIR is unset,
-        # and only the socket needs it.
-        return Path(platformdirs.user_runtime_dir(APP_NAME, appauthor=False))
+        # Not platformdirs' user_runtime_dir: its last fallback is a shared temp
+        # dir (see broker.socketpath), and the service and its clients must agree.
+        from .socketpath import runtime_dir
+
+        return Path(runtime_dir())
 
     @property
     def connections_file(self) -> Path:

@@ -4,11 +4,20 @@ Shared by `broker.client` and the `token` fast path. One request per
 connection (`Connection: close`), the answer read to EOF with a size cap and
 a timeout. The answer is parsed only as far as the status line and the
 Content-Length: the server is our own, and its bodies are small.
+
+"Our own" is checked, not assumed: the socket's directories must be ours
+alone (`broker.socketdir`), and after connecting, before a byte is sent, the
+kernel must say the listener runs as our UID (`broker.peeruid`). Otherwise
+`UntrustedListener` (or `UnsafeSocketDir`), and nothing was sent.
 """
 
 from __future__ import annotations
 
 import _socket
+import os
+
+from .peeruid import peer_uid
+from .socketdir import check_socket_dir
 
 __all__ = ["Unavailable", "BadAnswer", "exchange", "MAX_ANSWER", "NO_SERVICE"]
 
@@ -33,13 +42,20 @@ def exchange(
     *,
     content_type: str = "application/json",
     timeout: float = 30.0,
+    base: str | None = None,
 ) -> tuple[int, bytes]:
-    """Send one request; return (status, body). Raises Unavailable, BadAnswer,
-    TimeoutError or OSError."""
+    """Send one request; return (status, body). `base` is the runtime base the
+    socket's directories are checked from (default: the socket's directory).
+    Raises Unavailable, BadAnswer, TimeoutError, OSError, or the storage errors
+    UnsafeSocketDir, SocketPathTooLong and UntrustedListener."""
     head = f"{method} {path} HTTP/1.1\r\nHost: broker\r\nConnection: close\r\n"
     if body is not None:
         head += f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
     data = head.encode("ascii") + b"\r\n" + (body or b"")
+    try:
+        check_socket_dir(socket_path, base)
+    except FileNotFoundError as exc:
+        raise Unavailable(f"no broker service at {socket_path}") from exc
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
@@ -47,6 +63,7 @@ def exchange(
             sock.connect(socket_path)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise Unavailable(f"no broker service at {socket_path}") from exc
+        _check_listener(sock, socket_path)
         sock.sendall(data)
         chunks = []
         size = 0
@@ -74,3 +91,20 @@ def exchange(
         if name.strip().lower() == b"content-length" and value.strip().isdigit():
             rest = rest[: int(value.strip())]
     return status, rest
+
+
+def _check_listener(sock: _socket.socket, socket_path: str) -> None:
+    """Before the first byte: the listener must run as us."""
+    me = os.geteuid()
+    try:
+        uid: int | None = peer_uid(sock)
+    except OSError:
+        uid = None
+    if uid != me:
+        from .errors import UntrustedListener
+
+        who = f"uid {uid}" if uid is not None else "an unknown user"
+        raise UntrustedListener(
+            f"refusing to talk to {socket_path}: the process listening there runs as {who}, not as you (uid {me}); "
+            "nothing was sent"
+        )

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from broker.peercred import PeerCredentials, peer_credentials
+from broker.peeruid import peer_uid
 
 ME = PeerCredentials(pid=os.getpid(), uid=os.geteuid(), gid=os.getegid())
 
@@ -165,3 +166,57 @@ def test_unconnected_socket_raises():
 def test_not_a_unix_socket_raises():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock, pytest.raises(OSError):
         peer_credentials(sock)
+
+
+# -- peer_uid: the clients' light check of who listens -------------------------
+
+
+def test_peer_uid_agrees_with_peer_credentials(listener):
+    server, path = listener
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.connect(str(path))
+        conn, _ = server.accept()
+        with conn:
+            assert peer_uid(client) == peer_credentials(client).uid == os.geteuid()
+            assert peer_uid(conn) == os.geteuid()
+
+
+def test_peer_uid_names_a_listener_of_another_user(public_listener):
+    """The client's side: a socket that nobody listens on, as after a socket swap."""
+    assert os.geteuid() == 0, "the CI runs these tests as root"
+    _, path = public_listener
+    nobody = pwd.getpwnam("nobody").pw_uid
+    theirs_dir = path.with_name("theirs")
+    theirs_dir.mkdir()
+    os.chown(theirs_dir, nobody, nobody)
+    theirs_path = theirs_dir / "s.sock"
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child listens as nobody until the parent hangs up
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(nobody)
+            os.setuid(nobody)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as theirs:
+                theirs.bind(str(theirs_path))
+                theirs.listen()
+                os.write(w, b"ready")
+                conn, _ = theirs.accept()
+                conn.recv(1)
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        assert os.read(r, 5) == b"ready"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(str(theirs_path))
+            assert peer_uid(client) == nobody
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+
+
+def test_peer_uid_of_an_unconnected_socket_raises():
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock, pytest.raises(OSError):
+        peer_uid(sock)

@@ -118,7 +118,15 @@ def main(argv: list[str] | None = None) -> int:
     app.setWindowIcon(app_icon())
     app.setQuitOnLastWindowClosed(False)
 
-    running = _already_running()
+    try:
+        from broker.socketdir import prepare_socket_dir
+        from broker.socketpath import socket_location
+
+        prepare_socket_dir(*socket_location())  # ours alone, or refuse (before the service puts its lock there)
+        running = _already_running()
+    except BrokerError as exc:
+        QMessageBox.critical(None, "MCP Token Broker could not start", str(exc))
+        return exc.exit_code
     if running is not None:
         return running
     runner, bridge, window = build(args)
