@@ -32,7 +32,7 @@ from urllib.parse import parse_qsl, unquote
 import h11
 
 from .errors import BrokerError
-from .identity import ClientIdentity, identify
+from .identity import ClientIdentity, ProcessStamp, identify
 from .peercred import PeerCredentials, peer_credentials
 
 __all__ = ["ApiError", "ApiRequest", "Peer", "ApiServer", "AlreadyRunning", "SocketDirUnsafe", "PlainText"]
@@ -64,18 +64,35 @@ class SocketDirUnsafe(BrokerError):
 
 @dataclass
 class Peer:
-    """The process on the other end of one socket connection."""
+    """The process on the other end of one socket connection, identified when it connected.
+
+    Identifying at accept time, not at the first token request, means a
+    process cannot connect, then exec a granted program (or hand the socket
+    to a child and let the parent become one) and be credited as it. Each
+    use of `identity` re-checks the stamp taken at accept.
+    """
 
     creds: PeerCredentials
-    _identify: Callable[[int | None], ClientIdentity]
-    _identity: ClientIdentity | None = None
+    _identity: ClientIdentity
+    _stamp: ProcessStamp | None = None
+    _on_changed: Callable[[ClientIdentity, str], None] | None = None
 
     @property
     def identity(self) -> ClientIdentity:
-        # Read /proc once per connection, and only when a token is asked for.
-        if self._identity is None:
-            self._identity = self._identify(self.creds.pid)
+        """Raises a 403 `identity_changed` if the process exec'd or exited since it connected."""
+        if self._stamp is not None:
+            problem = self._stamp.changed()
+            if problem is not None:
+                if self._on_changed is not None:
+                    self._on_changed(self._identity, problem)
+                raise ApiError(
+                    403, "identity_changed", f"process {self.creds.pid} {problem}; its requests are refused, connect again"
+                )
         return self._identity
+
+    def close(self) -> None:
+        if self._stamp is not None:
+            self._stamp.close()
 
 
 @dataclass
@@ -122,6 +139,8 @@ class ApiServer:
         self.request_timeout = request_timeout
         self.idle_timeout = idle_timeout
         self._identify = identify
+        #: Called with (identity at accept, what changed) when a peer's process is no longer what connected.
+        self.on_identity_changed: Callable[[ClientIdentity, str], None] | None = None
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._deadlines: dict[asyncio.Task[None], _Deadline] = {}
@@ -237,6 +256,7 @@ class ApiServer:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        peer: Peer | None = None
         try:
             sock = writer.get_extra_info("socket")
             try:
@@ -248,13 +268,18 @@ class ApiServer:
                 self.rejected_peers += 1
                 log.warning("refused a connection from uid %s", creds.uid if creds else "unknown")
                 return
+            # Stamp first, then identify: an exec from here on no longer matches the stamp.
+            stamp = ProcessStamp.take(creds.pid)
+            peer = Peer(creds, self._identify(creds.pid), stamp, self.on_identity_changed)
             self._deadlines[task] = _Deadline(reader)
-            await self._serve(reader, writer, Peer(creds, self._identify), self._deadlines[task])
+            await self._serve(reader, writer, peer, self._deadlines[task])
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:
             pass
         finally:
+            if peer is not None:
+                peer.close()
             self._tasks.discard(task)
             self._deadlines.pop(task, None)
             writer.close()

@@ -2,7 +2,9 @@
 
 One JSON object per line under the state dir: time, connection, outcome,
 and the application (name, pid, exe, script; `peer_pid` when it asked
-through the broker's own `token`/`headers` command). Each line is one `write(2)` on
+through the broker's own `token`/`headers` command). Answers to approval
+requests (`answered`, `answer_refused`) also say who answered
+(`answered_by`, `answered_by_pid`, or "desktop app") and the `decision`. Each line is one `write(2)` on
 an `O_APPEND` descriptor: no fsync per line (auditing stays cheap on the
 token path), yet a line written is in the kernel's page cache and survives a
 crash of the process. Never a token.
@@ -26,8 +28,10 @@ _CHECK_EVERY = 512
 
 
 class Client(Protocol):
-    name: str
-    pid: int | None
+    @property
+    def name(self) -> str: ...
+    @property
+    def pid(self) -> int | None: ...
 
     def to_json(self) -> dict[str, Any]: ...
 
@@ -41,7 +45,7 @@ class AuditLog:
         self._writes = 0
         # The client part of a line, serialised once per client (the token path).
         self._clients: dict[Any, str] = {}
-        self._middles: dict[tuple[str, str], str] = {}
+        self._middles: dict[tuple[str | None, str], str] = {}
 
     def _open(self) -> int:
         if self._fd is None:
@@ -59,7 +63,16 @@ class AuditLog:
         self._fd = None
         os.replace(self.path, self.path.with_name(self.path.name + ".1"))
 
-    def record(self, *, connection: str, client: Client, outcome: str, detail: str | None = None) -> None:
+    def record(
+        self,
+        *,
+        connection: str | None,
+        client: Client,
+        outcome: str,
+        detail: str | None = None,
+        fields: dict[str, Any] | None = None,
+    ) -> None:
+        """One line. `fields` adds keys (e.g. who answered an approval); never pass a secret."""
         try:
             who = self._clients.get(client)
         except TypeError:  # an unhashable stand-in for an identity
@@ -67,10 +80,10 @@ class AuditLog:
         if who is None:
             info = client.to_json()  # paths made printable by the identity module
             app_pid = getattr(client, "app_pid", None) or client.pid
-            fields = {"client": client.name, "pid": app_pid, "exe": info.get("exe"), "script": info.get("script")}
+            about = {"client": client.name, "pid": app_pid, "exe": info.get("exe"), "script": info.get("script")}
             if client.pid != app_pid:
-                fields["peer_pid"] = client.pid  # the broker command the application ran
-            who = json.dumps(fields, separators=(",", ":"))[1:-1]
+                about["peer_pid"] = client.pid  # the broker command the application ran
+            who = json.dumps(about, separators=(",", ":"))[1:-1]
             if len(self._clients) > 1024:
                 self._clients.clear()
             try:
@@ -85,6 +98,8 @@ class AuditLog:
                 f'"connection":{json.dumps(connection)},"outcome":{json.dumps(outcome)},'
             )
         extra = f',"detail":{json.dumps(detail)}' if detail else ""
+        if fields:
+            extra += "," + json.dumps(fields, separators=(",", ":"))[1:-1]
         line = f'{{"time":{self.clock():.3f},{middle}{who}{extra}}}\n'
         self._writes += 1
         if self._writes % _CHECK_EVERY == 0:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ClientIdentity", "OwnMarkers", "DEFAULT_OWN", "UNKNOWN", "identify"]
+__all__ = ["DEFAULT_OWN", "UNKNOWN", "ClientIdentity", "OwnMarkers", "ProcessStamp", "ancestors", "identify"]
 
 _PROC = Path("/proc")
 _HAVE_PROCFS = sys.platform.startswith("linux")
@@ -133,6 +133,110 @@ def identify(pid: int | None, *, proc: Path = _PROC, own_exe_markers: OwnMarkers
 
 def _pid_only(pid: int) -> ClientIdentity:
     return ClientIdentity(pid=pid, app_pid=pid, exe=None, script=None, name=f"pid {pid}", chain=())
+
+
+class ProcessStamp:
+    """What stays put while a process runs the same program: its executable
+    (device and inode, through the kernel's exe link, never argv) and its start
+    time (field 22 of /proc/PID/stat).
+
+    Taken when a client connects, checked on each request that uses the
+    identity: a process that connected and then exec'd another program, or a
+    pid that now names another process, no longer matches. The /proc/PID
+    directory and its stat file stay open, so every later read is of that same
+    process (reads fail once it has exited). Costs two fds per connection.
+    """
+
+    __slots__ = ("_dfd", "_stat_fd", "exe", "pid", "start")
+
+    def __init__(self, pid: int, dfd: int | None, stat_fd: int | None) -> None:
+        self.pid = pid
+        self._dfd = dfd
+        self._stat_fd = stat_fd
+        self.exe = _exe_id(dfd) if dfd is not None else None
+        self.start = _start_time(stat_fd) if stat_fd is not None else None
+
+    @classmethod
+    def take(cls, pid: int | None, *, proc: Path = _PROC) -> ProcessStamp | None:
+        """None where there is no procfs (nothing to check against)."""
+        if pid is None or pid <= 0 or (not _HAVE_PROCFS and proc == _PROC):
+            return None
+        try:
+            dfd = os.open(proc / str(pid), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (OSError, ValueError):
+            return cls(pid, None, None)  # already gone: its identity says "pid N"
+        try:
+            stat_fd = os.open("stat", os.O_RDONLY | os.O_CLOEXEC, dir_fd=dfd)
+        except OSError:
+            os.close(dfd)
+            return cls(pid, None, None)
+        return cls(pid, dfd, stat_fd)
+
+    def changed(self) -> str | None:
+        """None while it is the same process running the same program; else why not.
+
+        One stat of the exe link through the held directory: it fails once the
+        process has exited (even if its pid is reused, the directory is the old
+        process's), and names another inode once it has exec'd. The start time
+        is read again only when that cannot tell: the exe is unreadable (a
+        process that made itself non-dumpable, or one that just exited). The
+        token path pays one syscall per request for this.
+        """
+        if self._dfd is None or self._stat_fd is None or self.start is None:
+            return None  # it had exited before we looked: identified as "pid N", which no grant names
+        exe = _exe_id(self._dfd)
+        if exe is not None and exe == self.exe:
+            return None
+        if _start_time(self._stat_fd) != self.start:
+            return "has exited"
+        if exe != self.exe:
+            return "has started another program since it connected"
+        return None
+
+    def close(self) -> None:
+        for fd in (self._dfd, self._stat_fd):
+            if fd is not None:
+                os.close(fd)
+        self._dfd = self._stat_fd = None
+
+
+def _exe_id(dfd: int) -> tuple[int, int] | None:
+    try:
+        st = os.stat("exe", dir_fd=dfd)  # follows the kernel's link to the running binary
+    except OSError:
+        return None  # not dumpable, or gone: "unreadable" is itself the recorded value
+    return st.st_dev, st.st_ino
+
+
+def _start_time(stat_fd: int) -> int | None:
+    """Field 22 of /proc/PID/stat: clock ticks after boot. None once the process is gone."""
+    try:
+        raw = os.pread(stat_fd, _STAT_CAP, 0)
+    except OSError:
+        return None
+    try:
+        return int(raw.rpartition(b")")[2].split(None, 20)[19])  # [0] is field 3 (state)
+    except (IndexError, ValueError):
+        return None
+
+
+def ancestors(pid: int | None, *, proc: Path = _PROC) -> tuple[int, ...]:
+    """The parent, grandparent, ... of `pid` up to init, nearest first; () without procfs."""
+    if pid is None or pid <= 0 or (not _HAVE_PROCFS and proc == _PROC):
+        return ()
+    chain: list[int] = []
+    current = pid
+    while len(chain) < 4 * _MAX_DEPTH:
+        try:
+            with open(proc / str(current) / "stat", "rb") as f:
+                parsed = _parse_stat(f.read(_STAT_CAP))
+        except OSError:
+            break
+        if parsed is None or parsed[1] <= 0 or parsed[1] in chain or parsed[1] == pid:
+            break
+        chain.append(parsed[1])
+        current = parsed[1]
+    return tuple(chain)
 
 
 # -- one process --------------------------------------------------------------
@@ -524,7 +628,7 @@ _LAUNCHER_EXES = frozenset(
         "uv", "uvx", "pipx", "npm", "npx", "pnpm", "pnpx", "yarn", "bunx", "corepack",
     }
 )  # fmt: skip
-# Package runners written in JS or Python, by script stem or process title ("npm exec ...").
+# Package runners written in JS or Python, by the stem of the script the interpreter runs.
 _RUNNER = re.compile(r"(?:npm|npx|pnpm|pnpx|yarn|corepack|bunx|pipx|uvx)(?:-cli|-[\d.]+)?")
 _SCRIPT_SUFFIXES = (".js", ".cjs", ".mjs", ".py")
 
@@ -540,10 +644,7 @@ def _skippable(p: _Proc, own: OwnMarkers) -> bool:
             stem = stem.removesuffix(suffix)
         if _RUNNER.fullmatch(stem):
             return True
-    if p.family in ("node", "bun", None) and p.argv:
-        title = _progname(p.argv[0])
-        if title and _RUNNER.fullmatch(title):
-            return True
+    # Never by argv[0]: any process can retitle itself "npx" and inherit its parent's grants.
     return p.family == "bun" and p.script is None and "x" in p.argv[1:3]
 
 

@@ -164,6 +164,7 @@ class BrokerService:
         self.audit = audit or AuditLog(paths.state_dir / "audit.log", clock=clock)
         self.grants = grants or Grants(paths.config_dir / "grants.json", clock=clock)
         self.api = ApiServer(self.handle, socket_path, **(api_options or {}))
+        self.api.on_identity_changed = self._identity_changed
         self.scheduler = Scheduler(self._fire_refresh, clock=clock, max_sleep=max_sleep)
         self._settings: dict[str, ConnectionSettings] = {}
         self._states: dict[str, ConnectionState] = {}
@@ -591,6 +592,9 @@ class BrokerService:
                 request.answer(decision)  # type: ignore[arg-type]
                 return
         raise ApiError(404, "unknown_approval", f"no pending approval {approval_id!r}")
+
+    def _identity_changed(self, identity: ClientIdentity, problem: str) -> None:
+        self.audit.record(connection=None, client=identity, outcome="identity_changed", detail=f"the process {problem}")
 
     # -- HTTP routing ---------------------------------------------------------
 

@@ -20,6 +20,8 @@ from broker.identity import (
     UNKNOWN,
     ClientIdentity,
     OwnMarkers,
+    ProcessStamp,
+    ancestors,
     _parse_cmdline,
     _parse_stat,
     _PARSERS,
@@ -192,6 +194,41 @@ def test_to_json_round_trips_through_json(spawn):
     assert doc["pid"] == proc.pid and doc["name"] == "sleep" and doc["chain"] == []
 
 
+def test_stamp_matches_until_exec_or_exit(spawn, tmp_path):
+    code = (
+        "import os, sys; print('ready', flush=True); sys.stdin.readline();"
+        " os.execv('/bin/sh', ['sh', '-c', 'echo execd; exec sleep 30'])"
+    )
+    proc = spawn([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert ready(proc) == "ready"
+    stamp = ProcessStamp.take(proc.pid)
+    try:
+        assert stamp.exe is not None and stamp.start is not None
+        assert stamp.changed() is None
+        proc.stdin.write("go\n")
+        proc.stdin.close()
+        assert ready(proc) == "execd"  # python is gone: sh runs (then sleep)
+        assert stamp.changed() == "has started another program since it connected"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert stamp.changed() == "has exited"
+    finally:
+        stamp.close()
+
+
+def test_stamp_of_a_gone_pid_checks_nothing(tmp_path):
+    stamp = ProcessStamp.take(999, proc=tmp_path)
+    assert stamp.changed() is None  # identified as "pid 999", which no grant names
+    assert ProcessStamp.take(None) is None
+
+
+def test_ancestors(spawn):
+    proc = spawn(["sleep", "30"])
+    chain = ancestors(proc.pid)
+    assert chain[0] == os.getpid() and chain[-1] == 1 and proc.pid not in chain
+    assert ancestors(None) == ()
+
+
 # -- a fake /proc ---------------------------------------------------------------
 
 
@@ -271,10 +308,10 @@ def test_fake_proc_sudo_is_not_skipped(tmp_path):
 
 
 def test_fake_proc_launchers_and_own(tmp_path):
-    """claude -> npm exec (title) -> node npx-cli.js -> uvx -> uv -> python -m broker -> sh -> ours."""
+    """claude -> node npx-cli.js -> uvx -> uv -> python -m broker -> sh -> ours."""
     node = "/usr/bin/node"
     fake(tmp_path, 200, 1, ["claude"], exe=node)  # a process title: no script left in argv
-    fake(tmp_path, 201, 200, ["npm exec @scope/pkg"], exe=node)
+    fake(tmp_path, 201, 200, [node, "/usr/lib/node_modules/npm/bin/npm-cli.js", "exec", "pkg"], exe=node)
     fake(tmp_path, 202, 201, [node, "/usr/lib/node_modules/npm/bin/npx-cli.js", "-y", "pkg"], exe=node)
     fake(tmp_path, 203, 202, ["uvx", "mcp-token-broker"], exe="/home/u/.local/bin/uvx")
     fake(tmp_path, 204, 203, ["uv", "tool", "run"], exe="/home/u/.local/bin/uv")
@@ -292,10 +329,24 @@ def test_fake_proc_launchers_and_own(tmp_path):
         "uv",
         "uvx",
         "node npx-cli.js",
-        "npm",
+        "node npm-cli.js",
     )
     # The same tree with markers that do not know us names our CLI itself.
     assert identify(207, proc=tmp_path, own_exe_markers=OwnMarkers(frozenset(), frozenset())).app_pid == 207
+
+
+def test_fake_proc_a_title_is_never_a_launcher(tmp_path):
+    """`npm exec` retitles node to "npm exec pkg"; so can any program. Titles decide nothing."""
+    node = "/usr/bin/node"
+    fake(tmp_path, 210, 1, ["/usr/bin/app"], exe="/usr/bin/app")
+    fake(tmp_path, 211, 210, ["npm exec @scope/pkg"], exe=node)
+    fake(tmp_path, 212, 210, ["npx", "x"], exe="/tmp/evil")
+    fake(tmp_path, 213, 210, ["uvx"], exe="/usr/bin/python3.12")
+    for pid in (211, 212, 213):
+        ident = identify(pid, proc=tmp_path)
+        assert (ident.app_pid, ident.chain) == (pid, ()), ident.describe()
+    fake(tmp_path, 214, 210, ["anything"], exe="/home/u/.local/bin/uvx")  # the kernel's exe link: a launcher
+    assert identify(214, proc=tmp_path).app_pid == 210
 
 
 def test_fake_proc_frozen_build_is_own(tmp_path):
