@@ -129,9 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("approvals", help="list token requests waiting for your decision (policy ask)")
     p.add_argument("--json", action="store_true")
-    p = sub.add_parser("approve", help="answer a waiting token request")
+    p = sub.add_parser(
+        "approve", help="answer a waiting token request with the one-time code `serve` showed (asked for if not given)"
+    )
     p.add_argument("approval_id")
     p.add_argument("decision", choices=("allow_session", "allow_always", "deny_session", "deny_always"))
+    p.add_argument(
+        "--code", metavar="CODE", help="the code from the serve terminal or notification (else read from the terminal)"
+    )
     return parser
 
 
@@ -677,7 +682,14 @@ def cmd_approvals(args: argparse.Namespace) -> int:
 
 def cmd_approve(args: argparse.Namespace) -> int:
     service = _require_service()
-    _call(service, "POST", f"/v1/approvals/{args.approval_id}", {"decision": args.decision})
+    code = args.code
+    if code is None:
+        # Typed, not in argv: other processes can read a command line.
+        if sys.stdin.isatty():
+            sys.stderr.write("Code shown where the broker runs (its terminal or a notification): ")
+            sys.stderr.flush()
+        code = sys.stdin.readline().strip()
+    _call(service, "POST", f"/v1/approvals/{args.approval_id}", {"decision": args.decision, "code": code})
     print(f"Answered {args.approval_id}: {args.decision}")
     return 0
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -20,12 +22,26 @@ from .atomic import atomic_write
 from .config import POLICIES
 from .errors import SettingsCorrupt, UsageError
 
-__all__ = ["Grant", "Grants", "Decision", "ApprovalRequest", "DECISIONS", "Policy", "POLICIES"]
+__all__ = ["Grant", "Grants", "Decision", "ApprovalRequest", "DECISIONS", "Policy", "POLICIES", "MAX_CODE_TRIES", "new_code"]
 
 Decision = Literal["allow_session", "allow_always", "deny_session", "deny_always"]
 DECISIONS: tuple[str, ...] = ("allow_session", "allow_always", "deny_session", "deny_always")
 Policy = Literal["ask", "allow", "deny"]
 FORMAT = "mcp-token-broker-grants"
+
+
+#: Wrong one-time codes before a held request is refused.
+MAX_CODE_TRIES = 3
+
+
+def new_code() -> str:
+    """A one-time approval code, as shown to the user: eight digits, "1234-5678"."""
+    digits = f"{secrets.randbelow(10**8):08d}"
+    return f"{digits[:4]}-{digits[4:]}"
+
+
+def _normal_code(code: str) -> str:
+    return "".join(ch for ch in code if not ch.isspace() and ch != "-")
 
 
 def grant_id(client_key: str, connection: str) -> str:
@@ -129,24 +145,73 @@ class Grants:
 
 
 class ApprovalRequest:
-    """A held token request waiting for the user's answer (the `ask` policy)."""
+    """A held token request waiting for the user's answer (the `ask` policy).
 
-    def __init__(self, *, connection: str, client: Any, grants: Grants) -> None:
+    Answers come out of band, never from the requester's say-so: in process
+    (the desktop app's dialog calls `answer`), or over the socket with the
+    one-time `code` that only the user was shown (`check_code`, then
+    `answer`). The code is never part of anything this object serialises.
+    """
+
+    def __init__(
+        self,
+        *,
+        connection: str,
+        client: Any,
+        grants: Grants,
+        code: str | None = None,
+        on_answer: Callable[[ApprovalRequest, str, str, int | None], None] | None = None,
+    ) -> None:
+        self.id = secrets.token_hex(6)
         self.connection = connection
         self.client = client
         self._grants = grants
+        self._code = _normal_code(code) if code else None
+        self.tries_left = MAX_CODE_TRIES
+        #: The requester's own pids (peer and application); answers from them are refused.
+        self.requester_pids: frozenset[int] = frozenset(p for p in (client.pid, getattr(client, "app_pid", None)) if p)
+        #: The requester's ancestors up to init (filled in by the service).
+        self.requester_ancestors: frozenset[int] = frozenset()
+        self._on_answer = on_answer
         self._future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
-    def answer(self, decision: Decision) -> None:
+    @property
+    def needs_code(self) -> bool:
+        """True when answers over the socket must carry the one-time code (headless)."""
+        return self._code is not None
+
+    def answer(self, decision: Decision, *, by: str = "desktop app", by_pid: int | None = None) -> None:
         """Record the decision as a grant and release the waiting request.
         Safe to call from another thread via `loop.call_soon_threadsafe`."""
         if self._future.done():
             return
         if decision not in DECISIONS:
             raise UsageError(f"unknown decision {decision!r}; use one of {', '.join(DECISIONS)}")
+        self._code = None  # single use
         if self.client.key:  # an unidentified client gets this answer only, never a grant
             self._grants.record(self.client.key, self.client.name, self.connection, decision)
+        if self._on_answer is not None:
+            self._on_answer(self, decision, by, by_pid)
         self._future.set_result(decision.startswith("allow"))
+
+    def check_code(self, code: str) -> bool:
+        """Constant-time comparison with the one-time code. Each wrong code uses
+        up a try; the last one refuses the request (no grant is stored)."""
+        expected = self._code
+        if expected is None or self._future.done():
+            return False
+        if hmac.compare_digest(_normal_code(code).encode(), expected.encode()):
+            return True
+        self.tries_left -= 1
+        if self.tries_left <= 0:
+            self.refuse()
+        return False
+
+    def refuse(self) -> None:
+        """Release the waiting request with a refusal, storing nothing."""
+        self._code = None
+        if not self._future.done():
+            self._future.set_result(False)
 
     @property
     def answered(self) -> bool:

@@ -128,6 +128,13 @@ async def route(service: BrokerService, request: ApiRequest) -> tuple[int, Any]:
             return 200, {"approvals": service.pending_approvals()}
         case ("approvals", approval_id):
             _method(request, "POST")
-            service.answer_approval(approval_id, str(_body(request).get("decision", "")))
+            body = _body(request)
+            code = body.get("code")
+            service.answer_approval(
+                approval_id,
+                str(body.get("decision", "")),
+                code=code if isinstance(code, str) else "",
+                answerer=request.peer.identity,  # who answers: refused if related to the requester
+            )
             return 200, {"answered": approval_id}
     raise ApiError(404, "not_found", "unknown endpoint; see docs/socket-api.md")

@@ -27,6 +27,7 @@ import os
 import random
 import secrets
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -64,8 +65,9 @@ from .events import (
     TokenRefreshed,
     TokenServed,
 )
-from .grants import DECISIONS, POLICIES, ApprovalRequest, Grants, Policy
-from .identity import ClientIdentity
+from .grants import DECISIONS, POLICIES, ApprovalRequest, Grants, Policy, new_code
+from .identity import ClientIdentity, ancestors
+from .notify import notify_desktop
 from .model import ConnectionSettings, ConnectionState, public_view
 from .paths import Paths, ensure_private_dir
 from .routes import route
@@ -438,10 +440,15 @@ class BrokerService:
         key = f"{client.key}\0{name}"
         request = self._approvals.get(key)
         if request is None:
-            request = ApprovalRequest(connection=name, client=client, grants=self.grants)
-            request.id = secrets.token_hex(6)  # type: ignore[attr-defined]
+            # Headless, a socket answer needs the one-time code that only the user is shown.
+            # In the desktop app the dialog answers in process, and the socket never may.
+            code = None if self.ui else new_code()
+            request = ApprovalRequest(connection=name, client=client, grants=self.grants, code=code, on_answer=self._answered)
+            request.requester_ancestors = frozenset(ancestors(client.pid))
             self._approvals[key] = request
             self.events.emit(ClientAsked(request))
+            if code is not None:
+                self._announce(request, code)
         try:
             answer = await request.wait(self.approval_timeout)
         finally:
@@ -578,20 +585,75 @@ class BrokerService:
         return view
 
     def pending_approvals(self) -> list[dict[str, Any]]:
+        """What is waiting, for `approvals`: never the one-time code."""
         return [
-            {"id": r.id, "connection": r.connection, "client": r.client.to_json()}  # type: ignore[attr-defined]
+            {"id": r.id, "connection": r.connection, "client": r.client.to_json(), "needs_code": r.needs_code}
             for r in self._approvals.values()
             if not r.answered
         ]
 
-    def answer_approval(self, approval_id: str, decision: str) -> None:
+    def answer_approval(self, approval_id: str, decision: str, *, code: str, answerer: ClientIdentity) -> None:
+        """An answer over the socket. Refused (403, audited) in the desktop app,
+        from the requester or a process related to it, and without the right
+        one-time code; the third wrong code refuses the request itself."""
         if decision not in DECISIONS:
             raise ApiError(400, "bad_request", f"decision must be one of {', '.join(DECISIONS)}")
-        for request in self._approvals.values():
-            if getattr(request, "id", None) == approval_id:
-                request.answer(decision)  # type: ignore[arg-type]
-                return
-        raise ApiError(404, "unknown_approval", f"no pending approval {approval_id!r}")
+        request = next((r for r in self._approvals.values() if r.id == approval_id and not r.answered), None)
+        if request is None:
+            raise ApiError(404, "unknown_approval", f"no pending approval {approval_id!r}")
+        if not request.needs_code:
+            refusal = "this broker asks in its desktop app: answer in its window"
+        elif self._related(request, answerer):
+            refusal = "the application that asked, or a process it started or that started it, may not answer"
+        elif not code:
+            refusal = "an answer needs the one-time code the broker showed where it runs (its terminal or a notification)"
+        elif not request.check_code(code):
+            if request.answered:
+                refusal = "wrong code; that was the last try, so the request was refused"
+            else:
+                refusal = f"wrong code; {request.tries_left} tries left"
+        else:
+            request.answer(decision, by=answerer.describe(), by_pid=answerer.app_pid or answerer.pid)  # type: ignore[arg-type]
+            return
+        self.audit.record(
+            connection=request.connection,
+            client=request.client,
+            outcome="answer_refused",
+            detail=refusal,
+            fields={"decision": decision, "answered_by": answerer.describe(), "answered_by_pid": answerer.app_pid or answerer.pid},
+        )
+        raise ApiError(403, "answer_refused", refusal)
+
+    @staticmethod
+    def _related(request: ApprovalRequest, answerer: ClientIdentity) -> bool:
+        """The answerer is the requester, one of its ancestors, or one of its descendants."""
+        if answerer.pid is None:
+            return True  # unknown: never trusted to answer
+        if answerer.pid in request.requester_pids or answerer.pid in request.requester_ancestors:
+            return True
+        return not request.requester_pids.isdisjoint(ancestors(answerer.pid))
+
+    def _answered(self, request: ApprovalRequest, decision: str, by: str, by_pid: int | None) -> None:
+        fields: dict[str, Any] = {"decision": decision, "answered_by": by}
+        if by_pid is not None:
+            fields["answered_by_pid"] = by_pid
+        self.audit.record(
+            connection=request.connection, client=request.client, outcome="answered", detail=f"{decision} by {by}", fields=fields
+        )
+
+    def _announce(self, request: ApprovalRequest, code: str) -> None:
+        """Show the one-time code where only the user looks: this process's
+        stderr (the `serve` terminal) and, if there is one, a desktop notification."""
+        client = request.client
+        line = (
+            f"{client.describe()} asks for {request.connection}'s token (approval {request.id}). "
+            f"To answer within {self.approval_timeout:.0f} s, run `mcp-token-broker approve {request.id} "
+            f"allow_session` (or allow_always, deny_session, deny_always) and type the code {code}"
+        )
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write(f"mcp-token-broker: {line}\n")
+            sys.stderr.flush()
+        notify_desktop(f"{client.name} asks for {request.connection}'s token", line)
 
     def _identity_changed(self, identity: ClientIdentity, problem: str) -> None:
         self.audit.record(connection=None, client=identity, outcome="identity_changed", detail=f"the process {problem}")

@@ -91,3 +91,46 @@ def test_grants_forget_connection_and_corrupt_file(tmp_path):
     path.write_text("{broken")
     with pytest.raises(SettingsCorrupt):
         Grants(path)
+
+
+def test_audit_extra_fields_on_the_first_line_of_a_client(tmp_path):
+    log = AuditLog(tmp_path / "audit.log", clock=lambda: 1.0)
+    extra = {"decision": "allow_session", "answered_by": "desktop app"}
+    log.record(connection="gh", client=FakeClient(), outcome="answered", detail="allow_session by desktop app", fields=extra)
+    log.record(connection=None, client=FakeClient(), outcome="identity_changed", detail="the process has exited")
+    log.close()
+    first, second = read_audit(tmp_path / "audit.log")
+    assert first["decision"] == "allow_session" and first["answered_by"] == "desktop app"
+    assert first["client"] == "claude" and first["outcome"] == "answered"
+    assert second["connection"] is None and "decision" not in second
+
+
+def test_approval_code_is_single_use_and_tries_are_limited(tmp_path):
+    import asyncio
+
+    from broker.grants import MAX_CODE_TRIES, ApprovalRequest, new_code
+
+    async def main():
+        grants = Grants(tmp_path / "grants.json")
+        code = new_code()
+        assert len(code) == 9 and code[4] == "-" and code.replace("-", "").isdigit()
+        answers = []
+        ok = ApprovalRequest(connection="gh", client=FakeClient(), grants=grants, code=code,
+                             on_answer=lambda r, d, by, pid: answers.append((d, by, pid)))  # fmt: skip
+        assert ok.needs_code
+        assert ok.check_code(f" {code.replace('-', '')} ")  # typed without the dash: fine
+        ok.answer("allow_session", by="approve (pid 7)", by_pid=7)
+        assert answers == [("allow_session", "approve (pid 7)", 7)]
+        assert not ok.check_code(code)  # single use
+        assert await ok.wait(1) is True
+
+        wrong = "0000-0000" if code != "0000-0000" else "1111-1111"
+        bad = ApprovalRequest(connection="gh", client=FakeClient(name="x", key="x"), grants=grants, code=code)
+        for _ in range(MAX_CODE_TRIES):
+            assert not bad.answered
+            assert not bad.check_code(wrong)
+        assert bad.answered and await bad.wait(1) is False
+        assert not bad.check_code(code)  # too late
+        assert grants.decide("x", "gh") is None  # a refused request stores nothing
+
+    asyncio.run(main())

@@ -411,7 +411,12 @@ def test_policies_grants_and_audit(short_stack, user_dirs, tmp_path):
 
         entries = read_audit(Paths.default().state_dir / "audit.log")
         outcomes = [(e["connection"], e["outcome"]) for e in entries]
-        assert outcomes == [("a", "served"), ("a", "served"), ("b", "denied"), ("b", "denied"), ("c", "denied"), ("c", "served")]
+        assert outcomes == [
+            ("a", "answered"), ("a", "served"), ("a", "served"), ("b", "answered"), ("b", "denied"), ("b", "denied"),
+            ("c", "denied"), ("c", "served"),
+        ]  # fmt: skip
+        answers = [(e["decision"], e["answered_by"]) for e in entries if e["outcome"] == "answered"]
+        assert answers == [("allow_session", "desktop app"), ("deny_always", "desktop app")]  # in process
         assert all(e["pid"] == os.getpid() and e["exe"] for e in entries)
         raw_log = (Paths.default().state_dir / "audit.log").read_text()
         for state in service.store.load_states().values():
