@@ -48,6 +48,7 @@ def _suggest_name(url: str) -> str:
 
 def _error_label() -> QLabel:
     label = QLabel()
+    label.setTextFormat(Qt.TextFormat.PlainText)  # errors quote what the server sent
     label.setWordWrap(True)
     label.setStyleSheet("color: #cf222e;")
     label.setVisible(False)
@@ -137,6 +138,7 @@ class AddDialog(QDialog):
         ):
             label.setWordWrap(True)
             label.setToolTip(tip)
+            label.setTextFormat(Qt.TextFormat.PlainText)  # the server's words, never markup
         res.addRow("Authorization server:", self.issuer)
         res.addRow("Scopes offered:", self.offered)
         res.addRow("Will request:", self.requested)

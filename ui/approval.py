@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QFormLayout, QLabel, QVBoxLayout, QWidget
 
 from .bridge import Bridge
+from .plaintext import escape, plain_label
 
 __all__ = ["ApprovalDialog"]
 
@@ -25,7 +26,9 @@ class ApprovalDialog(QDialog):
         client = request.client
         self.setWindowTitle("Allow access to a token?")
         self.setModal(False)
-        headline = QLabel(f"<b>{client.name}</b> wants the token for <b>{request.connection}</b>.")
+        # Our bold, their text escaped: a name like `x<!--` must not hide the question.
+        headline = QLabel(f"<b>{escape(client.name)}</b> wants the token for <b>{escape(request.connection)}</b>.")
+        headline.setTextFormat(Qt.TextFormat.RichText)
         headline.setWordWrap(True)
         headline.setAccessibleName("Question")
         form = QFormLayout()
@@ -36,13 +39,13 @@ class ApprovalDialog(QDialog):
             ("Process id:", str(client.app_pid or client.pid or "unknown"), "The process id of the application"),
             ("Connection:", request.connection, "The MCP server whose token is asked for"),
         ):
-            value_label = QLabel(value)
+            value_label = plain_label(value)
             value_label.setWordWrap(True)
             value_label.setToolTip(tip)
             value_label.setAccessibleName(label.rstrip(":"))
             form.addRow(label, value_label)
         if client.chain:
-            form.addRow("Started via:", QLabel(" < ".join(client.chain)))
+            form.addRow("Started via:", plain_label(" < ".join(client.chain)))
         note = QLabel("Programs running as you can imitate each other; allow only what you expect.")
         note.setWordWrap(True)
         note.setStyleSheet("color: palette(mid);")
@@ -53,6 +56,12 @@ class ApprovalDialog(QDialog):
         self.allow_always.setToolTip("Remember: this application may always have this connection's token")
         self.deny = buttons.addButton("&Deny", QDialogButtonBox.ButtonRole.RejectRole)
         self.deny.setToolTip("Refuse this application until the broker restarts")
+        # Enter denies, wherever the focus is; allowing takes a click, Space on
+        # a focused Allow button, or its Alt shortcut. Escape denies too (reject).
+        # No button is auto-default: a focused auto-default button takes the
+        # default away from Deny (Qt moves it with the focus).
+        for button in (self.allow_once, self.allow_always, self.deny):
+            button.setAutoDefault(False)
         self.deny.setDefault(True)
         self.allow_once.clicked.connect(lambda: self._answer("allow_session"))
         self.allow_always.clicked.connect(lambda: self._answer("allow_always"))
@@ -62,6 +71,7 @@ class ApprovalDialog(QDialog):
         layout.addLayout(form)
         layout.addWidget(note)
         layout.addWidget(buttons)
+        self.deny.setFocus(Qt.FocusReason.OtherFocusReason)  # not "Allow once", the first in the tab order
         # The service stops waiting after its timeout; so does the dialog.
         QTimer.singleShot(int(timeout * 1000), self._expire)
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+
+from .plaintext import escape, plain_label, plain_tip
 
 if TYPE_CHECKING:
     from broker.checklist import CheckItem
@@ -23,7 +26,7 @@ class ChecklistView(QWidget):
         self._layout.setSpacing(2)
         self.setAccessibleName("Security check")
         self.labels: list[QLabel] = []
-        placeholder = QLabel("—")
+        placeholder = plain_label("—")
         self._layout.addWidget(placeholder)
         self.labels.append(placeholder)
 
@@ -34,8 +37,9 @@ class ChecklistView(QWidget):
         self.labels = []
         for item in items:
             mark, color = _MARK[item.verdict]
-            label = QLabel(f'<span style="color:{color}; font-weight:bold">{mark}</span>&nbsp; {item.label}')
-            label.setToolTip(item.detail)
+            label = QLabel(f'<span style="color:{color}; font-weight:bold">{mark}</span>&nbsp; {escape(item.label)}')
+            label.setTextFormat(Qt.TextFormat.RichText)  # our mark; the label's text escaped
+            label.setToolTip(plain_tip(item.detail))  # details quote what the server sent
             label.setAccessibleName(f"{item.label}: {_WORD[item.verdict]}. {item.detail}")
             self._layout.addWidget(label)
             self.labels.append(label)

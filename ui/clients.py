@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 from .bridge import Bridge
+from .plaintext import plain_tip
 
 __all__ = ["ClientsDialog"]
 
@@ -71,7 +72,7 @@ class ClientsDialog(QDialog):
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 if col == 0:
-                    item.setToolTip(g["client_key"].replace("\0", " "))
+                    item.setToolTip(plain_tip(g["client_key"].replace("\0", " ")))  # a path any program can pick
                 self.table.setItem(row, col, item)
 
     def _revoke(self) -> None:

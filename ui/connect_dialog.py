@@ -7,9 +7,10 @@ from typing import Any
 import threading
 
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import QDialog, QDialogButtonBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QDialog, QDialogButtonBox, QHBoxLayout, QLineEdit, QPushButton, QVBoxLayout, QWidget
 
 from .bridge import Bridge
+from .plaintext import plain_label
 
 __all__ = ["ConnectDialog"]
 
@@ -35,7 +36,7 @@ class ConnectDialog(QDialog):
         self.finished_ok: bool | None = None
         self.setWindowTitle(f"Connect {name}")
         self.setMinimumWidth(520)
-        self.stage = QLabel("Starting…")
+        self.stage = plain_label("Starting…")  # "Login failed: ..." quotes the server
         self.stage.setWordWrap(True)
         self.stage.setAccessibleName("Login progress")
         self.link = QLineEdit()

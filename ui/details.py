@@ -21,12 +21,13 @@ from PySide6.QtWidgets import (
 
 from .bridge import Bridge
 from .checklist_view import ChecklistView
+from .plaintext import plain_label
 
 __all__ = ["DetailsPane"]
 
 
 def _label(tip: str) -> QLabel:
-    label = QLabel("—")
+    label = plain_label("—")  # issuers, scopes, client ids: the server's words, shown as text
     label.setWordWrap(True)
     label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
     label.setToolTip(tip)
@@ -45,7 +46,7 @@ class DetailsPane(QWidget):
         self.name: str | None = None
         self.view: dict[str, Any] | None = None
         self.setAccessibleName("Connection details")
-        self.title = QLabel("Select a connection")
+        self.title = plain_label("Select a connection")  # may quote an error
         self.title.setStyleSheet("font-size: 15px; font-weight: 600;")
         self.issuer = _label("The authorization server that issues this connection's tokens")
         self.requested = _label("The scopes the broker asked for")

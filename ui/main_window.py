@@ -121,6 +121,7 @@ class MainWindow(QMainWindow):
 
         self._make_actions()
         self.status_label = QLabel()
+        self.status_label.setTextFormat(Qt.TextFormat.PlainText)  # shows the socket path
         self.status_label.setAccessibleName("Service status")
         self.statusBar().addPermanentWidget(self.status_label)
 
@@ -303,7 +304,9 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"{message}. {warning}" if warning else message, 8000)
 
     def _error(self, exc: BaseException) -> None:
-        QMessageBox.warning(self, "MCP Token Broker", str(exc))
+        from .plaintext import warn
+
+        warn(self, "MCP Token Broker", str(exc))  # may quote a server: plain text
 
     def _open_details(self, index: QModelIndex) -> None:
         self._show_details_dock()

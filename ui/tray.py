@@ -8,6 +8,8 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 
+from broker.notify import plain_for_notification
+
 from .icons import STATUS_ICONS, app_icon, icon
 from .model import ConnectionsModel
 from .rows import STATUS_TEXT, display_status
@@ -89,10 +91,12 @@ class Tray(QObject):
 
     # -- notifications -------------------------------------------------------------
 
+    # The reason and error quote the server; notification daemons may read markup in the body.
+
     def notify_reauth(self, name: str, reason: str) -> None:
         self.icon.showMessage(
             f"{name} needs you to log in again",
-            f"The server refused to renew access ({reason}). Open MCP Token Broker and connect {name}.",
+            f"The server refused to renew access ({plain_for_notification(reason)}). Open MCP Token Broker and connect {name}.",
             QSystemTrayIcon.MessageIcon.Warning,
         )
 
@@ -101,7 +105,7 @@ class Tray(QObject):
         if self._failures[name] == 3:  # once, after it kept failing
             self.icon.showMessage(
                 f"Refreshing {name} keeps failing",
-                f"{error}. The broker keeps retrying and serves the current token while it is valid.",
+                f"{plain_for_notification(error)}. The broker keeps retrying and serves the current token while it is valid.",
                 QSystemTrayIcon.MessageIcon.Warning,
             )
 
