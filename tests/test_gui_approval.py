@@ -204,3 +204,17 @@ def test_markup_from_a_server_is_shown_literally(qtbot, qapp):
     for label in (dialog.issuer, dialog.offered, dialog.requested, dialog.method, dialog.discover_error):
         label.setText("<b>issuer</b>")
         assert label_text(label) == "<b>issuer</b>"
+
+
+def test_table_tooltips_show_server_text_literally(qapp):
+    """Scopes and errors come from servers; the table's tool tips must not render them."""
+    from ui.model import SCOPES, STATUS, ConnectionsModel
+
+    model = ConnectionsModel()
+    view = {"name": "a", "server_url": "https://a/mcp", "status": "connected", "scopes": ["<b>read</b>"], "expires_at": None}
+    model.set_views([view])
+    model.refresh_failed("a", "<img src=x>boom")
+    scopes_tip = model.data(model.index(0, SCOPES), Qt.ItemDataRole.ToolTipRole)
+    status_tip = model.data(model.index(0, STATUS), Qt.ItemDataRole.ToolTipRole)
+    assert shown(scopes_tip) == "<b>read</b>"
+    assert "Last error: <img src=x>boom" in shown(status_tip)

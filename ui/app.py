@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     from broker.errors import BrokerError
 
     from .icons import app_icon
+    from .plaintext import warn
 
     app = QApplication.instance() or QApplication([sys.argv[0]])
     app.setApplicationName("MCP Token Broker")
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         prepare_socket_dir(*socket_location())  # ours alone, or refuse (before the service puts its lock there)
         running = _already_running()
     except BrokerError as exc:
-        QMessageBox.critical(None, "MCP Token Broker could not start", str(exc))
+        warn(None, "MCP Token Broker could not start", str(exc), QMessageBox.Icon.Critical)
         return exc.exit_code
     if running is not None:
         return running
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     def failed(exc: BaseException) -> None:
         nonlocal exit_code
         exit_code = exc.exit_code if isinstance(exc, BrokerError) else 1
-        QMessageBox.critical(window, "MCP Token Broker could not start", str(exc))  # type: ignore[arg-type]
+        warn(window, "MCP Token Broker could not start", str(exc), QMessageBox.Icon.Critical)
         app.quit()
 
     bridge.failed.connect(failed)  # type: ignore[attr-defined]

@@ -14,6 +14,7 @@ from typing import Any
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPersistentModelIndex, Qt, QTimer
 from PySide6.QtGui import QBrush, QColor, QGuiApplication, QPalette
 
+from .plaintext import plain_tip
 from .icons import STATUS_ICONS, icon
 from .rows import STATUS_HELP, STATUS_TEXT, RowState, display_status, format_expires_in
 
@@ -100,12 +101,13 @@ class ConnectionsModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ForegroundRole and col == STATUS:
             return QBrush(QColor((_DARK if _dark() else _LIGHT)[status]))
         if role == Qt.ItemDataRole.ToolTipRole:
+            # Server URLs, scopes and errors come from strangers: never markup.
             if col == STATUS:
                 tip = STATUS_HELP[status]
-                return f"{tip}\nLast error: {row.error}" if row.error and status == "error" else tip
+                return plain_tip(f"{tip}\nLast error: {row.error}" if row.error and status == "error" else tip)
             if col == EXPIRES and row.expires_at:
                 return time.strftime("Expires at %Y-%m-%d %H:%M:%S", time.localtime(row.expires_at))
-            return self._text(row, col, status, now)
+            return plain_tip(self._text(row, col, status, now))
         return None
 
     @staticmethod

@@ -36,8 +36,10 @@ def plain_tip(text: str) -> str:
     return QtGui.convertFromPlainText(text, Qt.WhiteSpaceMode.WhiteSpaceNormal)
 
 
-def warn(parent: QWidget | None, title: str, text: str) -> None:
-    """QMessageBox.warning, with the text shown as plain text (errors quote servers)."""
-    box = QMessageBox(QMessageBox.Icon.Warning, title, text, QMessageBox.StandardButton.Ok, parent)
+def warn(
+    parent: QWidget | None, title: str, text: str, icon: QMessageBox.Icon = QMessageBox.Icon.Warning
+) -> None:
+    """QMessageBox.warning (or `icon`), with the text shown as plain text (errors quote servers)."""
+    box = QMessageBox(icon, title, text, QMessageBox.StandardButton.Ok, parent)
     box.setTextFormat(Qt.TextFormat.PlainText)
     box.exec()
