@@ -17,13 +17,15 @@ import random
 import time
 from collections.abc import Callable
 
-__all__ = ["refresh_margin", "refresh_deadline", "backoff_delay", "Scheduler"]
+__all__ = ["refresh_margin", "refresh_deadline", "refresh_due_at", "is_fresh", "backoff_delay", "Scheduler"]
 
 log = logging.getLogger(__name__)
 
 MIN_MARGIN = 60.0
 BACKOFF_BASE = 5.0
 BACKOFF_CAP = 300.0
+#: A token at most this old (or a tenth of its lifetime, if more) is as fresh as the server makes them.
+FRESH_SLACK = 5.0
 
 
 def refresh_margin(lifetime: float, min_margin: float = MIN_MARGIN) -> float:
@@ -43,6 +45,18 @@ def refresh_deadline(
     margin = refresh_margin(lifetime, min_margin)
     jitter = (rng or random).uniform(0, 0.1 * margin)
     return expires_at - margin - jitter
+
+
+def refresh_due_at(obtained_at: float, expires_at: float, *, min_margin: float = MIN_MARGIN) -> float:
+    """When a refresh becomes due, without jitter: requests refresh from here on."""
+    return expires_at - refresh_margin(max(1.0, expires_at - obtained_at), min_margin)
+
+
+def is_fresh(obtained_at: float, expires_at: float, now: float) -> bool:
+    """Whether a token is as fresh as its server makes them. A `min_ttl` above
+    the server's token lifetime cannot be met by refreshing; refreshing such a
+    token again would only cost a grant per request, so it is served as is."""
+    return now - obtained_at <= max(FRESH_SLACK, (expires_at - obtained_at) / 10)
 
 
 def backoff_delay(failures: int, rng: random.Random | None = None) -> float:
@@ -103,7 +117,10 @@ class Scheduler:
                     log.exception("scheduled refresh of %s failed to start", head[1])
             head = self._next()
             delay = self._max_sleep if head is None else max(0.0, min(head[0] - now, self._max_sleep))
+            # Not `wait_for`: on Python 3.11 it swallows a cancel that arrives
+            # just as the event is set, and `stop()` would wait forever.
             try:
-                await asyncio.wait_for(self._wake.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
