@@ -436,15 +436,16 @@ def cmd_connect(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     service = _service()
     if service is not None:
-        rows = _call(service, "GET", "/v1/connections")["connections"]
+        answer = _call(service, "GET", "/v1/connections")
+        rows, orphans = answer["connections"], answer.get("orphaned", [])
     else:
         engine, transport = _engine(args)
-        rows = engine.list()
+        rows, orphans = engine.list(), engine.orphans()
         asyncio.run(transport.aclose())
     if args.json:
-        print(json.dumps({"connections": rows}, indent=2))
+        print(json.dumps({"connections": rows, "orphaned": orphans} if orphans else {"connections": rows}, indent=2))
         return 0
-    if not rows:
+    if not rows and not orphans:
         print(f"No connections yet. Add one with: {PROG} add NAME URL")
         return 0
     now = time.time()
@@ -452,8 +453,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     for r in rows:
         table.append((r["name"], r["status"], _fmt_time_left(r["expires_at"], now) if r["expires_at"] or r["status"] != "not_connected" else "-", " ".join(r["scopes"]) or "-", r["server_url"]))
     widths = [max(len(row[i]) for row in table) for i in range(4)]
-    for row in table:
-        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4])
+    if rows:
+        for row in table:
+            print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4])
+    for orphan in orphans:  # kept in the vault, never served; see broker.store
+        print(f"{orphan['name']}: {orphan['message']}")
     return 0
 
 
@@ -469,6 +473,11 @@ def cmd_show(args: argparse.Namespace) -> int:
         asyncio.run(transport.aclose())
     if args.json:
         print(json.dumps(view, indent=2))
+        return 0
+    if view["status"] == "orphaned":
+        print(f"name    {view['name']}\nstatus  {view['message']}")
+        if view["server_url"]:
+            print(f"server  {view['server_url']} (from the vault)")
         return 0
     now = time.time()
     reg = view["registration"]

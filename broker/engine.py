@@ -41,11 +41,21 @@ from .errors import (
     RedirectPortUnavailable,
     RegistrationError,
     RemoteError,
+    SettingsMismatch,
     UnknownConnection,
 )
 from .http import HttpRequest
 from .loopback import LoopbackListener
-from .model import ConnectionSettings, ConnectionState, Discovered, check_name, public_view
+from .model import (
+    Binding,
+    ConnectionSettings,
+    ConnectionState,
+    Discovered,
+    check_binding,
+    check_name,
+    orphan_view,
+    public_view,
+)
 from .registration import (
     ClientRegistration,
     choose_method,
@@ -248,12 +258,17 @@ class Engine:
                 raise ConnectionExists(name)
             txn.settings[name] = settings
             if client_secret is not None:
-                txn.states[name] = ConnectionState(client_secret=client_secret.reveal())
+                # The secret may only ever go to this issuer's endpoints.
+                binding = Binding.of(server_url, discovered)
+                txn.states[name] = ConnectionState(client_secret=client_secret.reveal(), binding=binding)
         return settings
 
     async def remove(self, name: str) -> str | None:
         """Forget a connection, revoking its tokens first when possible.
-        Returns a warning if revocation failed."""
+        Returns a warning if revocation failed. An orphan (a vault record
+        without settings) is revoked with the vault's own endpoints."""
+        if name not in self.store.load_settings() and name in self.orphans_by_name():
+            return await self._remove_orphan(name)
         warning = await self.disconnect(name)
         with self.store.transaction() as txn:
             txn.get(name)
@@ -261,17 +276,46 @@ class Engine:
             txn.states.pop(name, None)
         return warning
 
+    async def _remove_orphan(self, name: str) -> str | None:
+        state = self.orphans_by_name()[name]
+        bound = state.binding
+        warning: str | None = None
+        if bound is not None:
+            async with self.transport.for_server(bound.server_url):
+                warning = await self._revoke(bound, state)
+        elif state.tokens is not None:
+            warning = f"the vault record of {name} does not record where to revoke its tokens; they were forgotten locally"
+        with self.store.transaction() as txn:
+            txn.states.pop(name, None)
+        return warning
+
     # -- reading ------------------------------------------------------------
+
+    def _states_if_any(self, settings: dict[str, ConnectionSettings]) -> dict[str, ConnectionState]:
+        # Without settings or a vault there is nothing to decrypt: no keyring needed.
+        return self.store.load_states() if settings or self.store.has_vault() else {}
+
+    def orphans_by_name(self) -> dict[str, ConnectionState]:
+        """Vault records whose names are missing from the settings."""
+        settings = self.store.load_settings()
+        return {n: st for n, st in self._states_if_any(settings).items() if n not in settings}
+
+    def orphans(self) -> list[dict[str, Any]]:
+        now = self.clock()
+        return [orphan_view(n, st, now) for n, st in sorted(self.orphans_by_name().items())]
 
     def list(self) -> list[dict[str, Any]]:
         settings = self.store.load_settings()
-        states = self.store.load_states() if settings else {}
+        states = self._states_if_any(settings)
         now = self.clock()
         return [public_view(s, states.get(n), now) for n, s in sorted(settings.items())]
 
     def show(self, name: str) -> dict[str, Any]:
         settings = self.store.load_settings()
         if name not in settings:
+            orphan = self.orphans_by_name().get(name)
+            if orphan is not None:
+                return orphan_view(name, orphan, self.clock())
             raise UnknownConnection(name)
         s = settings[name]
         state = self.store.load_states().get(name) or ConnectionState()
@@ -410,6 +454,9 @@ class Engine:
         if settings is None:
             raise UnknownConnection(name)
         state = self.store.load_states().get(name) or ConnectionState()
+        # A pre-registered client's secret is bound to its issuer in the vault
+        # (the settings' copy is plaintext and may have been edited).
+        secret_issuer = state.binding.issuer if state.binding and state.client_secret else None
         emit(FlowEvent("discovering", f"discovering {settings.server_url}"))
         discovered = await self.discover(
             settings.server_url,
@@ -417,14 +464,11 @@ class Engine:
             client_id=settings.client_id,
             client_metadata_url=settings.client_metadata_url,
         )
-        if (
-            discovered.registration_method == "preregistered"
-            and settings.discovered is not None
-            and settings.discovered.issuer != discovered.issuer
-        ):
+        issued_by = secret_issuer or (settings.discovered.issuer if settings.discovered else None)
+        if discovered.registration_method == "preregistered" and issued_by is not None and issued_by != discovered.issuer:
             raise RegistrationError(
                 f"{settings.server_url} now uses the authorization server {discovered.issuer}, but the client id "
-                f"was issued by {settings.discovered.issuer}; remove the connection and add it with a client id "
+                f"was issued by {issued_by}; remove the connection and add it with a client id "
                 "for the new server"
             )
         resource = discovered.resource if settings.use_resource else None
@@ -467,6 +511,8 @@ class Engine:
                 reauth_required=False,
                 last_refresh_at=None,
                 last_error=None,
+                # Logging in is where the user trusts these endpoints: bind them.
+                binding=Binding.of(current.server_url, discovered),
             )
         emit(FlowEvent("done", f"connected {name}"))
         return self.show(name)
@@ -540,13 +586,16 @@ class Engine:
 
     @_for_server(lambda self, settings, *_: settings.server_url)
     async def refresh_tokens(self, settings: ConnectionSettings, state: ConnectionState, tokens: TokenSet) -> TokenSet:
-        """One refresh-token grant. The caller persists the result."""
-        assert settings.discovered and state.registration and tokens.refresh_token
+        """One refresh-token grant, to the vault's token endpoint (and only if
+        the settings still agree with it: `SettingsMismatch` otherwise, with
+        nothing sent). The caller persists the result."""
+        assert state.registration and tokens.refresh_token
+        bound = check_binding(settings, state)
         request = refresh_request(
-            settings.discovered.auth_server,
+            bound.endpoints(),
             state.registration,
             refresh_token=tokens.refresh_token,
-            resource=settings.discovered.resource if settings.use_resource else None,
+            resource=bound.resource if settings.use_resource else None,
         )
         response = await self.transport.send(request)
         return parse_token_response(response, now=self.clock(), requested_scope=state.requested_scope, previous=tokens)
@@ -560,9 +609,22 @@ class Engine:
             raise UnknownConnection(name)
         state = self.store.load_states().get(name) or ConnectionState()
         warning = None
+        if state.tokens:
+            try:
+                warning = await self._revoke(check_binding(settings, state), state)
+            except SettingsMismatch as exc:
+                warning = f"not revoked at the server: {exc.why}; the tokens were forgotten locally"
+        with self.store.transaction() as txn:
+            _, st = txn.get(name)
+            txn.states[name] = st.forget_tokens()
+        return warning
+
+    async def _revoke(self, bound: Binding, state: ConnectionState) -> str | None:
+        """Revoke at the vault's revocation endpoint; a warning if that failed."""
+        warning = None
         tokens = state.tokens
-        server = settings.discovered.auth_server if settings.discovered else None
-        if tokens and state.registration and server and server.revocation_endpoint:
+        server = bound.endpoints()
+        if tokens and state.registration and server.revocation_endpoint:
             try:
                 # Revoking the refresh token ends the grant (RFC 7009 section 2.1);
                 # the access token is revoked too where the server allows it.
@@ -582,9 +644,6 @@ class Engine:
                     log.info("the server cannot revoke self-contained access tokens; it revoked the grant")
             except RemoteError as exc:
                 warning = f"could not revoke at the server ({exc}); the tokens were forgotten locally"
-        elif tokens and server and not server.revocation_endpoint:
+        elif tokens and not server.revocation_endpoint:
             warning = f"{server.issuer} offers no revocation endpoint; the tokens were forgotten locally"
-        with self.store.transaction() as txn:
-            _, st = txn.get(name)
-            txn.states[name] = st.forget_tokens()
         return warning

@@ -15,6 +15,7 @@ socket API and the GUI) can decide what to tell the user:
     │   ├── KeyFileError
     │   ├── VaultCorrupt
     │   ├── SettingsCorrupt
+    │   ├── SettingsMismatch        connections.json disagrees with the vault about where secrets go
     │   ├── VaultKeyMismatch
     │   ├── VaultLocked
     │   ├── SchemaTooNew
@@ -64,6 +65,7 @@ __all__ = [
     "KeyFileError",
     "VaultCorrupt",
     "SettingsCorrupt",
+    "SettingsMismatch",
     "VaultKeyMismatch",
     "VaultLocked",
     "SchemaTooNew",
@@ -164,6 +166,17 @@ class VaultCorrupt(StorageError):
 
 class SettingsCorrupt(StorageError):
     pass
+
+
+class SettingsMismatch(StorageError):
+    """The connections file no longer says what the vault's record was bound
+    to (or the record predates bindings): nothing was sent anywhere."""
+
+    def __init__(self, message: str, name: str, why: str) -> None:
+        super().__init__(message)
+        self.name = name
+        #: What disagrees, in words (no secret: endpoints and URLs only).
+        self.why = why
 
 
 class VaultKeyMismatch(StorageError):

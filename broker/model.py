@@ -3,6 +3,12 @@
 `ConnectionSettings` is non-secret and lives in the human-readable
 connections file. `ConnectionState` holds the registration and tokens and
 lives, encrypted, in the vault.
+
+Anything that can write the connections file could redirect secrets by
+editing it, so the vault record keeps its own `Binding`: where this
+connection's refresh token, client secret and access token may go. The
+record's associated data names the connection, so the binding cannot be
+swapped in from another record either.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from .discovery import AuthServerMetadata
-from .errors import InvalidName
+from .errors import InvalidName, SettingsMismatch, describe_remote_text
 from .registration import ClientRegistration
 from .tokens import TokenSet
 
@@ -22,9 +28,14 @@ __all__ = [
     "Status",
     "ConnectionSettings",
     "Discovered",
+    "Binding",
     "ConnectionState",
+    "binding_mismatch",
+    "check_binding",
     "status_of",
     "public_view",
+    "orphan_view",
+    "orphan_note",
 ]
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -124,6 +135,70 @@ class ConnectionSettings:
 
 
 @dataclass(frozen=True)
+class Binding:
+    """Where a connection's secrets may be sent, as of the last `connect` (or
+    `add` with a client secret). Kept in the vault, never read from the
+    connections file: refresh and revocation use these, and a connections file
+    that disagrees stops the connection instead of redirecting its secrets.
+    The registration endpoint is not here: `connect` registers with what it
+    discovers afresh, and registering sends no secret."""
+
+    server_url: str
+    issuer: str
+    resource: str
+    token_endpoint: str
+    revocation_endpoint: str | None
+
+    @classmethod
+    def of(cls, server_url: str, discovered: Discovered) -> Binding:
+        return cls(
+            server_url=server_url,
+            issuer=discovered.issuer,
+            resource=discovered.resource,
+            token_endpoint=discovered.auth_server.token_endpoint,
+            revocation_endpoint=discovered.auth_server.revocation_endpoint,
+        )
+
+    def endpoints(self) -> AuthServerMetadata:
+        """The authorization server as far as sending secrets goes: the
+        vault's token and revocation endpoints, nothing from the settings."""
+        return AuthServerMetadata(
+            issuer=self.issuer,
+            authorization_endpoint="",
+            token_endpoint=self.token_endpoint,
+            registration_endpoint=None,
+            revocation_endpoint=self.revocation_endpoint,
+            scopes_supported=None,
+            code_challenge_methods_supported=(),
+            token_endpoint_auth_methods_supported=None,
+            grant_types_supported=None,
+            iss_parameter_supported=False,
+            client_id_metadata_document_supported=False,
+            source="oauth",
+            url="",
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "server_url": self.server_url,
+            "issuer": self.issuer,
+            "resource": self.resource,
+            "token_endpoint": self.token_endpoint,
+            "revocation_endpoint": self.revocation_endpoint,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Binding:
+        return cls(
+            server_url=data["server_url"],
+            issuer=data["issuer"],
+            resource=data["resource"],
+            token_endpoint=data["token_endpoint"],
+            revocation_endpoint=data.get("revocation_endpoint"),
+        )
+
+
+@dataclass(frozen=True)
 class ConnectionState:
     """The vault record of one connection."""
 
@@ -138,6 +213,8 @@ class ConnectionState:
     client_secret: str | None = field(default=None, repr=False)
     #: Whether a refresh has shown the server rotating refresh tokens (None: no refresh yet).
     rotation_seen: bool | None = None
+    #: Where the secrets may go (None: a record from before bindings existed).
+    binding: Binding | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -149,12 +226,14 @@ class ConnectionState:
             "last_error": self.last_error,
             "client_secret": self.client_secret,
             "rotation_seen": self.rotation_seen,
+            "binding": self.binding.to_json() if self.binding else None,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ConnectionState:
         reg = data.get("registration")
         tok = data.get("tokens")
+        bound = data.get("binding")
         return cls(
             registration=ClientRegistration.from_json(reg) if reg else None,
             tokens=TokenSet.from_json(tok) if tok else None,
@@ -164,10 +243,49 @@ class ConnectionState:
             last_error=data.get("last_error"),
             client_secret=data.get("client_secret"),
             rotation_seen=data.get("rotation_seen"),
+            binding=Binding.from_json(bound) if bound else None,
         )
 
     def forget_tokens(self) -> ConnectionState:
         return replace(self, tokens=None, reauth_required=False, last_error=None)
+
+
+def binding_mismatch(settings: ConnectionSettings, binding: Binding) -> str | None:
+    """How the connections file disagrees with the vault's binding, in words
+    for the user; None when it agrees. The values come from a file an attacker
+    may have written, so they are shortened and stripped of control characters."""
+    d = settings.discovered
+    if d is None:
+        return "the discovered authorization server is missing"
+    for what, bound, now in (
+        ("the server URL", binding.server_url, settings.server_url),
+        ("the issuer", binding.issuer, d.issuer),
+        ("the resource", binding.resource, d.resource),
+        ("the token endpoint", binding.token_endpoint, d.auth_server.token_endpoint),
+        ("the revocation endpoint", binding.revocation_endpoint, d.auth_server.revocation_endpoint),
+    ):
+        if bound != now:
+            return f"{what} changed from {describe_remote_text(bound)} to {describe_remote_text(now)}"
+    return None
+
+
+def check_binding(settings: ConnectionSettings, state: ConnectionState) -> Binding:
+    """The vault's binding, if the connections file still agrees with it;
+    otherwise `SettingsMismatch` with one line for the user. Call before any
+    secret leaves: a refresh, a revocation, a token handed to a client."""
+    name = settings.name
+    bound = state.binding
+    if bound is None:
+        why = (
+            f"the vault record of {name} was written by an older mcp-token-broker and does not record where "
+            "its secrets may be sent, so none were sent"
+        )
+    else:
+        changed = binding_mismatch(settings, bound)
+        if changed is None:
+            return bound
+        why = f"connections.json no longer matches the vault for {name}: {changed}"
+    raise SettingsMismatch(f"{why}; run `mcp-token-broker connect {name}` to log in again", name, why)
 
 
 def status_of(state: ConnectionState | None, now: float) -> Status:
@@ -189,4 +307,29 @@ def public_view(settings: ConnectionSettings, state: ConnectionState | None, now
         "status": status_of(state, now),
         "scopes": list(tokens.scope) if tokens else [],
         "expires_at": tokens.expires_at if tokens else None,
+    }
+
+
+def orphan_note(name: str) -> str:
+    return (
+        "orphaned: a vault record without settings; restore connections.json or "
+        f"`mcp-token-broker remove {name}` to delete it"
+    )
+
+
+def orphan_view(name: str, state: ConnectionState, now: float) -> dict[str, Any]:
+    """A vault record whose name is missing from the connections file. It is
+    kept (a lost or edited settings file must never wipe tokens) and shown,
+    with what the vault itself knows; never a secret."""
+    tokens = state.tokens
+    bound = state.binding
+    return {
+        "name": name,
+        "server_url": bound.server_url if bound else None,
+        "status": "orphaned",
+        "scopes": list(tokens.scope) if tokens else [],
+        "expires_at": tokens.expires_at if tokens else None,
+        "issuer": bound.issuer if bound else (state.registration.issuer if state.registration else None),
+        "has_refresh_token": bool(tokens and tokens.refresh_token),
+        "message": orphan_note(name),
     }

@@ -5,6 +5,10 @@ hands out mutable dicts, and on a clean exit writes back whichever changed
 (the vault first, so a crash between the two never leaves settings that
 point at secrets that were not written). Readers need no lock: both files
 are replaced atomically.
+
+A vault record whose name is missing from the settings is kept: the
+settings file is plaintext and may be lost or edited by hand, and that must
+never wipe tokens. Such orphans are listed as such, and `remove` deletes them.
 """
 
 from __future__ import annotations
@@ -96,6 +100,10 @@ class Store:
     def load_states(self) -> dict[str, ConnectionState]:
         return {name: ConnectionState.from_json(value) for name, value in self.vault.load().items()}
 
+    def has_vault(self) -> bool:
+        """Whether a vault file exists (so reading it may need the keyring)."""
+        return self.paths.vault_file.exists()
+
     # -- both -------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -107,7 +115,7 @@ class Store:
             before_states = {k: v.to_json() for k, v in states.items()}
             txn = Transaction(settings, states)
             yield txn
-            after_states = {k: v.to_json() for k, v in txn.states.items() if k in txn.settings}
+            after_states = {k: v.to_json() for k, v in txn.states.items()}  # orphans too
             if secrets and after_states != before_states:
                 self.vault.save(after_states)
             after_settings = {k: v.to_json() for k, v in txn.settings.items()}

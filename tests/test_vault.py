@@ -202,3 +202,75 @@ def test_lock_serialises_writers(tmp_path):
     names = set(store.load_states())
     assert names == {f"a{i}" for i in range(30)} | {f"b{i}" for i in range(30)}
     assert set(store.load_settings()) == names
+
+
+def test_records_without_settings_are_kept(store):
+    """A lost or hand-edited connections file never wipes the vault's records."""
+    put(store, "alpha", "A")
+    put(store, "beta", "B")
+    with store.transaction(secrets=False) as txn:
+        del txn.settings["alpha"]  # as if someone edited connections.json
+    put(store, "gamma", "C")  # any later write of the vault
+    states = store.load_states()
+    assert set(states) == {"alpha", "beta", "gamma"} and states["alpha"].client_secret == "A"
+    assert set(store.load_settings()) == {"beta", "gamma"}
+    with store.transaction() as txn:  # what `remove` does for an orphan
+        txn.states.pop("alpha")
+    assert set(store.load_states()) == {"beta", "gamma"}
+
+
+def _discovered(**endpoints):
+    from broker.discovery import AuthServerMetadata
+    from broker.model import Discovered
+
+    auth = {
+        "issuer": "https://as.example",
+        "authorization_endpoint": "https://as.example/authorize",
+        "token_endpoint": "https://as.example/token",
+        "revocation_endpoint": "https://as.example/revoke",
+        **endpoints,
+    }
+    return Discovered(
+        issuer=auth["issuer"],
+        resource="https://mcp.example/mcp",
+        scopes=(),
+        scopes_offered=None,
+        registration_method="dynamic",
+        resource_metadata_url=None,
+        auth_server=AuthServerMetadata.from_json(auth),
+    )
+
+
+def test_binding_is_kept_in_the_vault_and_checked(store):
+    from dataclasses import replace
+
+    from broker.errors import SettingsMismatch
+    from broker.model import Binding, check_binding
+
+    settings = ConnectionSettings(name="alpha", server_url="https://mcp.example/mcp", discovered=_discovered())
+    binding = Binding.of(settings.server_url, settings.discovered)
+    with store.transaction() as txn:
+        txn.settings["alpha"] = settings
+        txn.states["alpha"] = ConnectionState(client_secret="S", binding=binding)
+    state = store.load_states()["alpha"]
+    assert state.binding == binding
+    assert b"as.example/token" not in store.paths.vault_file.read_bytes()  # encrypted like the rest
+    assert check_binding(store.load_settings()["alpha"], state) == binding
+    for change, words in [
+        (replace(settings, server_url="https://evil.example/mcp"), "the server URL changed"),
+        (replace(settings, discovered=_discovered(token_endpoint="https://evil.example/t")), "the token endpoint changed"),
+        (replace(settings, discovered=_discovered(revocation_endpoint=None)), "the revocation endpoint changed"),
+        (replace(settings, discovered=_discovered(issuer="https://evil.example")), "the issuer changed"),
+        (replace(settings, discovered=replace(_discovered(), resource="https://other.example/")), "the resource changed"),
+    ]:
+        with pytest.raises(SettingsMismatch, match=words) as info:
+            check_binding(change, state)
+        assert "connections.json no longer matches the vault for alpha" in str(info.value)
+        assert "run `mcp-token-broker connect alpha`" in str(info.value)
+    # Control characters from an edited file never reach the terminal.
+    evil = replace(settings, discovered=_discovered(token_endpoint="https://evil.example/\x1b[2Jt"))
+    with pytest.raises(SettingsMismatch) as info:
+        check_binding(evil, state)
+    assert "\x1b" not in str(info.value)
+    with pytest.raises(SettingsMismatch, match="older mcp-token-broker"):
+        check_binding(settings, replace(state, binding=None))
