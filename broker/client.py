@@ -90,6 +90,15 @@ class BrokerClient:
         query = f"?min_ttl={int(min_ttl)}" if min_ttl is not None else ""
         return self.request("GET", f"/v1/connections/{quote(name, safe='')}/token{query}")
 
+    def report_rejected(self, name: str, token: str) -> dict:
+        """Tell the broker a server answered 401 to `token` (only its hash is
+        sent). If it is still the current token the broker refreshes once:
+        `{"refreshed": true, "expires_at"}`; else `{"refreshed": false, "reason"}`."""
+        import hashlib
+
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        return self.request("POST", f"/v1/connections/{quote(name, safe='')}/token/rejected", {"token_sha256": digest})
+
 
 _SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-~")
 

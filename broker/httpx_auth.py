@@ -11,22 +11,27 @@ protocol; `httpx2_auth("github")` gives the equivalent for it:
     http = httpx2.AsyncClient(auth=httpx2_auth("github"))
     async with Client(streamable_http_client(url, http_client=http)) as c: ...
 
-On a 401 the token is fetched again once (the broker may have refreshed it
-meanwhile, with `min_ttl` raised so a nearly-expired token is replaced) and
-the request is retried once.
+On a 401 the rejected token is reported to the broker (its hash only), which
+refreshes it once if it is still the current one: the only way to replace a
+token the server revoked early, or one issued without `expires_in`. Then the
+token is fetched again once (with `min_ttl` raised so a nearly-expired token
+is replaced too) and the request is retried once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncGenerator, Generator
 from typing import Any
 
 import httpx
 
-from .client import BrokerClient
+from .client import BrokerClient, ServiceError, ServiceUnavailable
 
 __all__ = ["BrokerAuth", "httpx2_auth", "make_auth_class"]
+
+log = logging.getLogger(__name__)
 
 
 class _BrokerAuthFlow:
@@ -46,11 +51,20 @@ class _BrokerAuthFlow:
         min_ttl = self.min_ttl * 4 if retry else self.min_ttl
         return str(self.client.token(self.connection, min_ttl=min_ttl)["access_token"])
 
+    def _rejected(self, token: str) -> str:
+        """Report the rejected token, then fetch the current one."""
+        try:
+            self.client.report_rejected(self.connection, token)
+        except (ServiceError, ServiceUnavailable, OSError) as exc:
+            log.debug("reporting a rejected token of %s failed: %s", self.connection, exc)  # fetch anyway
+        return self._token(True)
+
     def sync_auth_flow(self, request: Any) -> Generator[Any, Any, None]:
-        request.headers["Authorization"] = f"Bearer {self._token(False)}"
+        token = self._token(False)
+        request.headers["Authorization"] = f"Bearer {token}"
         response = yield request
         if response.status_code == 401:
-            request.headers["Authorization"] = f"Bearer {self._token(True)}"
+            request.headers["Authorization"] = f"Bearer {self._rejected(token)}"
             yield request
 
     async def async_auth_flow(self, request: Any) -> AsyncGenerator[Any, Any]:
@@ -60,7 +74,7 @@ class _BrokerAuthFlow:
         request.headers["Authorization"] = f"Bearer {token}"
         response = yield request
         if response.status_code == 401:
-            token = await asyncio.to_thread(self._token, True)
+            token = await asyncio.to_thread(self._rejected, token)
             request.headers["Authorization"] = f"Bearer {token}"
             yield request
 

@@ -4,7 +4,10 @@ remote one, for clients that only start local (stdio) servers.
 Messages pass through unchanged between the official SDK's stdio server
 transport and its streamable HTTP client transport. Each HTTP request takes
 a current token from the broker service (`httpx2_auth`), so a long session
-never runs on an expired token and the proxy never refreshes on its own.
+never runs on an expired token and the proxy never refreshes on its own. A
+401 from the server is reported to the broker (`/token/rejected`, by hash)
+before the token is fetched again, so a token the server revoked early, or
+one without an expiry, is replaced.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ async def route(service: BrokerService, request: ApiRequest) -> tuple[int, Any]:
             if request.method == "POST":
                 return 201, await service.add(_body(request))
             _method(request, "GET")
-            return 200, {"connections": service.views()}
+            return 200, {"connections": service.views(), "orphaned": service.orphans()}
         case ("connections", name):
             if request.method == "DELETE":
                 return 200, await service.remove(name)
@@ -75,6 +75,10 @@ async def route(service: BrokerService, request: ApiRequest) -> tuple[int, Any]:
                 "expires_at": tokens.expires_at,
                 "scope": " ".join(tokens.scope),
             }
+        case ("connections", name, "token", "rejected"):
+            _method(request, "POST")
+            digest = _body(request).get("token_sha256")
+            return 200, await service.report_rejected(name, request.peer.identity, digest)
         case ("connections", name, "connect"):
             _method(request, "POST")
             mode = _body(request).get("mode", "browser")

@@ -11,9 +11,20 @@ Refresh rules:
   expiry, with jitter);
 - single flight: one in-flight refresh task per connection, which every
   caller awaits;
-- rotation safe: the new token set is written to the vault before anyone
-  sees it, and a refresh whose refresh token is no longer the stored one
-  (disconnected or replaced meanwhile) changes nothing;
+- rotation safe: the new token set is held in memory, then written to the
+  vault; a refresh whose refresh token is no longer the held one
+  (disconnected or replaced meanwhile) changes nothing. If the write fails
+  (a lock held too long, a full disk), the new set is served from memory and
+  its write retried with backoff: an older refresh token is never sent
+  while a newer one is held (the server would see reuse and end the grant);
+- only to the vault's endpoints: a connections file that no longer matches
+  the vault's binding stops the connection, and nothing is sent;
+- never for nothing: a `min_ttl` above what the server grants does not
+  refresh a token that is as fresh as the server makes them;
+- on report: a client that saw a token rejected (HTTP 401) may report its
+  hash; if it is the current token, one refresh follows (single flight, at
+  most once per `REJECTED_INTERVAL`). Tokens without `expires_in` have no
+  other way to be refreshed;
 - network errors and 5xx back off exponentially and keep the old token in
   service; `invalid_grant` (or no refresh token) means `reauth_required`.
 """
@@ -22,7 +33,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
+import math
 import os
 import random
 import secrets
@@ -45,6 +59,7 @@ from .errors import (
     InvalidGrant,
     NotConnected,
     RemoteError,
+    SettingsMismatch,
     StorageError,
     UnknownConnection,
     UsageError,
@@ -68,20 +83,24 @@ from .events import (
 from .grants import DECISIONS, POLICIES, ApprovalRequest, Grants, Policy, new_code
 from .identity import ClientIdentity, ancestors
 from .notify import notify_desktop
-from .model import ConnectionSettings, ConnectionState, public_view
+from .model import ConnectionSettings, ConnectionState, check_binding, orphan_view, public_view
 from .paths import Paths, ensure_private_dir
 from .routes import route
-from .schedule import Scheduler, backoff_delay, refresh_deadline, refresh_margin
+from .schedule import Scheduler, backoff_delay, is_fresh, refresh_deadline, refresh_due_at, refresh_margin
 from .secret import Secret
 from .store import Store
 from .tokens import TokenSet
 
-__all__ = ["BrokerService", "Flow", "MIN_SERVE_TTL"]
+__all__ = ["BrokerService", "Flow", "MIN_SERVE_TTL", "REJECTED_INTERVAL"]
 
 log = logging.getLogger(__name__)
 
 #: A token is never handed out with less than this left.
 MIN_SERVE_TTL = 10
+#: A reported rejection refreshes a connection at most this often (seconds).
+REJECTED_INTERVAL = 30.0
+
+_HEX = frozenset("0123456789abcdef")
 
 
 class _RefreshError(Exception):
@@ -117,6 +136,18 @@ class Flow:
             "done": self.done,
             "error": self.error,
         }
+
+
+def _with_tokens_of(stored: ConnectionState, held: ConnectionState) -> ConnectionState:
+    """`stored` with the token fields of `held`, a refresh result not yet written."""
+    return replace(
+        stored,
+        tokens=held.tokens,
+        last_refresh_at=held.last_refresh_at,
+        last_error=held.last_error,
+        reauth_required=held.reauth_required,
+        rotation_seen=held.rotation_seen,
+    )
 
 
 def _error_code(exc: BrokerError) -> ApiError:
@@ -173,6 +204,13 @@ class BrokerService:
         self._inflight: dict[str, asyncio.Task[TokenSet]] = {}
         self._failures: dict[str, int] = {}
         self._retry_at: dict[str, float] = {}
+        #: Connections whose newest token set lives only in memory (its vault
+        #: write failed), with the refresh token the vault still holds.
+        self._unsaved: dict[str, Secret | None] = {}
+        self._write_failures: dict[str, int] = {}
+        self._write_retry_at: dict[str, float] = {}
+        self._write_locks: dict[str, asyncio.Lock] = {}
+        self._rejected_at: dict[str, float] = {}
         self._flows: dict[str, Flow] = {}
         self._approvals: dict[str, ApprovalRequest] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -235,6 +273,19 @@ class BrokerService:
             # A refresh in flight may be between the grant and the vault write:
             # let it land, or the rotated refresh token would be lost.
             await asyncio.wait(list(self._inflight.values()), timeout=15)
+        for name in list(self._unsaved):
+            # Last chance for a token set whose write failed: once this process
+            # ends, only the vault remembers.
+            try:
+                await self._persist(name, lambda st: None)
+            except (StorageError, OSError) as exc:
+                log.error(
+                    "could not save the refreshed tokens of %s (%s); the next start has only the older refresh "
+                    "token, which the server may refuse: then run `mcp-token-broker connect %s`",
+                    name,
+                    exc,
+                    name,
+                )
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -272,8 +323,21 @@ class BrokerService:
     # -- state cache ----------------------------------------------------------
 
     def _reload(self) -> None:
-        self._settings = self.store.load_settings()
-        self._states = self.store.load_states() if self._settings else {}
+        settings = self.store.load_settings()
+        states = self.store.load_states() if settings or self.store.has_vault() else {}
+        for name, base in list(self._unsaved.items()):
+            held, stored = self._states.get(name), states.get(name)
+            if (
+                held is not None
+                and stored is not None
+                and stored.tokens is not None
+                and stored.tokens.refresh_token == base
+                and name in settings
+            ):
+                states[name] = _with_tokens_of(stored, held)  # memory holds the newer set
+            else:
+                self._forget_unsaved(name)  # the vault moved on (a new login, a disconnect)
+        self._settings, self._states = settings, states
 
     def _require(self, name: str) -> ConnectionSettings:
         settings = self._settings.get(name)
@@ -281,12 +345,24 @@ class BrokerService:
             raise ApiError(404, "unknown_connection", f"no connection named {name!r}")
         return settings
 
+    def _orphan(self, name: str) -> ConnectionState | None:
+        """The vault record of `name` if it has no settings (see `broker.store`)."""
+        return self._states.get(name) if name not in self._settings else None
+
     def view(self, name: str) -> dict[str, Any]:
+        orphan = self._orphan(name)
+        if orphan is not None:
+            return orphan_view(name, orphan, self.clock())
         return public_view(self._require(name), self._states.get(name), self.clock())
 
     def views(self) -> list[dict[str, Any]]:
         now = self.clock()
         return [public_view(s, self._states.get(n), now) for n, s in sorted(self._settings.items())]
+
+    def orphans(self) -> list[dict[str, Any]]:
+        """Vault records without settings: kept, never served, removable."""
+        now = self.clock()
+        return [orphan_view(n, st, now) for n, st in sorted(self._states.items()) if n not in self._settings]
 
     def _changed(self, name: str) -> None:
         if name in self._settings:
@@ -295,24 +371,71 @@ class BrokerService:
     def _schedule(self, name: str) -> None:
         state = self._states.get(name)
         tokens = state.tokens if state else None
-        if (
+        when: float | None = None
+        if not (
             tokens is None
             or state.reauth_required  # type: ignore[union-attr]
             or tokens.refresh_token is None
             or tokens.expires_at is None
         ):
-            self.scheduler.set(name, None)
-            return
-        retry = self._retry_at.get(name)
-        when = refresh_deadline(tokens.obtained_at, tokens.expires_at, self.rng, min_margin=self.min_margin)
-        self.scheduler.set(name, max(when, retry) if retry else when)
+            retry = self._retry_at.get(name)
+            if name in self._unsaved:
+                # No jitter: `_fire_refresh` must agree on whether a refresh is due.
+                when = refresh_due_at(tokens.obtained_at, tokens.expires_at, min_margin=self.min_margin)
+            else:
+                when = refresh_deadline(tokens.obtained_at, tokens.expires_at, self.rng, min_margin=self.min_margin)
+            when = max(when, retry) if retry else when
+        if name in self._unsaved:
+            write_at = self._write_retry_at.get(name, self.clock())
+            when = write_at if when is None else min(when, write_at)
+        self.scheduler.set(name, when)
 
     # -- refresh --------------------------------------------------------------
 
     def _fire_refresh(self, name: str) -> None:
         if name in self._settings and name not in self._inflight:
+            if name in self._unsaved and not self._refresh_due(name):
+                self._spawn(self._retry_write(name), f"save-{name}")
+                return
             task = self.refresh(name)
             task.add_done_callback(lambda t: t.cancelled() or t.exception())  # errors are handled inside
+
+    def _refresh_due(self, name: str) -> bool:
+        state = self._states.get(name)
+        tokens = state.tokens if state else None
+        if tokens is None or tokens.expires_at is None:
+            return False
+        return self.clock() >= refresh_due_at(tokens.obtained_at, tokens.expires_at, min_margin=self.min_margin)
+
+    async def _retry_write(self, name: str) -> None:
+        """The scheduler's retry of a token set held only in memory."""
+        if name not in self._unsaved:
+            return
+        try:
+            await self._persist(name, lambda st: None)
+        except (StorageError, OSError) as exc:
+            self._write_failed(name, exc)
+            return
+        log.info("saved the refreshed tokens of %s", name)
+        self._schedule(name)
+
+    def _write_failed(self, name: str, exc: BaseException) -> None:
+        failures = self._write_failures.get(name, 0) + 1
+        self._write_failures[name] = failures
+        delay = backoff_delay(failures, self.rng)
+        self._write_retry_at[name] = self.clock() + delay
+        log.warning(
+            "could not save the refreshed tokens of %s (%s); serving them from memory, retrying in %.0f s",
+            name,
+            exc,
+            delay,
+        )
+        self._schedule(name)
+
+    def _forget_unsaved(self, name: str) -> None:
+        self._unsaved.pop(name, None)
+        self._write_failures.pop(name, None)
+        self._write_retry_at.pop(name, None)
 
     def refresh(self, name: str) -> asyncio.Task[TokenSet]:
         """The single in-flight refresh of `name`, started if none runs."""
@@ -323,15 +446,36 @@ class BrokerService:
             task.add_done_callback(lambda _t: self._inflight.pop(name, None))
         return task
 
+    def _write_lock(self, name: str) -> asyncio.Lock:
+        lock = self._write_locks.get(name)
+        if lock is None:
+            lock = self._write_locks[name] = asyncio.Lock()
+        return lock
+
     async def _persist(self, name: str, change: Callable[[ConnectionState], ConnectionState | None]) -> ConnectionState | None:
         """Apply `change` to the stored state in a vault transaction, off the
-        event loop; update the cache. `change` returning None means no-op."""
+        event loop; update the cache. `change` returning None means no-op.
+        Storage errors propagate."""
+        async with self._write_lock(name):
+            return await self._persist_locked(name, change)
+
+    async def _persist_locked(
+        self, name: str, change: Callable[[ConnectionState], ConnectionState | None]
+    ) -> ConnectionState | None:
+        # A token set held only in memory goes in first, provided the vault
+        # still holds the set it replaced; else the vault moved on (a new
+        # login) and wins.
+        unsaved = name in self._unsaved
+        held = self._states.get(name) if unsaved else None
+        base = self._unsaved.get(name)
 
         def write() -> ConnectionState | None:
             with self.store.transaction() as txn:
                 if name not in txn.settings:
                     return None
                 current = txn.states.get(name) or ConnectionState()
+                if held is not None and current.tokens is not None and current.tokens.refresh_token == base:
+                    current = txn.states[name] = _with_tokens_of(current, held)
                 new = change(current)
                 if new is None:
                     return current
@@ -339,6 +483,8 @@ class BrokerService:
                 return new
 
         result = await asyncio.to_thread(write)
+        if unsaved:
+            self._forget_unsaved(name)
         if result is not None and name in self._settings:
             self._states[name] = result
         return result
@@ -358,6 +504,11 @@ class BrokerService:
         self.events.emit(RefreshStarted(name))
         try:
             new = await self.engine.refresh_tokens(settings, state, tokens)
+        except SettingsMismatch as exc:
+            # Nothing was sent: the settings would have redirected the secrets.
+            log.warning("%s", exc)
+            await self._mark_reauth(name, tokens, str(exc))
+            raise _RefreshError(ApiError(409, "authorization_required", str(exc))) from None
         except (InvalidGrant, InvalidClient) as exc:
             await self._mark_reauth(name, tokens, f"the refresh was refused ({exc.error})", drop_registration=isinstance(exc, InvalidClient))
             raise _RefreshError(
@@ -369,24 +520,35 @@ class BrokerService:
             self._failures[name] = failures
             retry_at = self.clock() + backoff_delay(failures, self.rng)
             self._retry_at[name] = retry_at
-            self.scheduler.set(name, retry_at)
+            if name in self._unsaved:
+                self._schedule(name)  # the write retry may come first
+            else:
+                self.scheduler.set(name, retry_at)
             await self._persist(name, lambda st: replace(st, last_error=reason))
             self.events.emit(RefreshFailed(name, reason, retry_at))
             log.warning("refreshing %s failed (%s); retrying in %.0f s", name, reason, retry_at - self.clock())
             raise _RefreshError(ApiError(503, "refresh_failed", f"refreshing {name} failed: {reason}")) from None
 
         now = int(self.clock())
-
-        def store_new(st: ConnectionState) -> ConnectionState | None:
-            if st.tokens is None or st.tokens.refresh_token != used:
-                return None  # disconnected or replaced meanwhile: a stale result
-            rotated = new.refresh_token is not None and new.refresh_token != used
-            return replace(
-                st, tokens=new, last_refresh_at=now, last_error=None, reauth_required=False, rotation_seen=rotated
-            )
-
-        stored = await self._persist(name, store_new)
-        if stored is None or stored.tokens is not new:
+        rotated = new.refresh_token is not None and new.refresh_token != used
+        async with self._write_lock(name):
+            held = self._states.get(name)
+            if held is None or held.tokens is None or held.tokens.refresh_token != used or name not in self._settings:
+                stored = held  # disconnected or replaced meanwhile: a stale result
+            else:
+                # Memory first: from here on the rotated refresh token is the
+                # one used, whether or not the vault write below succeeds.
+                self._states[name] = replace(
+                    held, tokens=new, last_refresh_at=now, last_error=None, reauth_required=False, rotation_seen=rotated
+                )
+                self._unsaved.setdefault(name, used)  # the vault holds `used`, or an older set
+                try:
+                    stored = await self._persist_locked(name, lambda st: None)
+                except (StorageError, OSError) as exc:
+                    self._write_failed(name, exc)
+                    stored = self._states[name]
+        landed = stored is not None and stored.tokens is new
+        if not landed:
             current = self._states.get(name)
             if current is None or current.tokens is None:
                 raise _RefreshError(ApiError(409, "authorization_required", f"{name} was disconnected"))
@@ -457,7 +619,7 @@ class BrokerService:
         return bool(answer)
 
     async def token_for(self, name: str, client: ClientIdentity, *, min_ttl: float = 0) -> TokenSet:
-        self._require(name)
+        settings = self._require(name)
         # The common case, a granted client or the allow policy, needs no await.
         granted = self.grants.decide(client.key, name) if client.key else None
         if not (granted or (granted is None and self.policy == "allow")):
@@ -466,17 +628,34 @@ class BrokerService:
         tokens = state.tokens if state else None
         if tokens is None or state is None:
             raise ApiError(409, "authorization_required", f"{name} is not connected: run `mcp-token-broker connect {name}`")
+        if state.binding is not None:
+            # `proxy` sends the token to the settings' server URL: only while
+            # the settings agree with the vault. (A record from before bindings
+            # serves until its refresh, which asks for a login.)
+            try:
+                check_binding(settings, state)
+            except SettingsMismatch as exc:
+                self.audit.record(connection=name, client=client, outcome="failed", detail="settings_mismatch")
+                raise ApiError(409, "authorization_required", str(exc)) from None
         now = self.clock()
         if state.reauth_required:
             # No refresh is possible; the access token serves while it is good enough.
             if tokens.expires_at is not None and tokens.expires_at - now < max(MIN_SERVE_TTL, min_ttl):
-                raise ApiError(
-                    409, "authorization_required", f"{name} needs re-authorization: run `mcp-token-broker connect {name}`"
-                )
+                message = f"{name} needs re-authorization: run `mcp-token-broker connect {name}`"
+                if state.binding is None:  # a record from before bindings: say so
+                    try:
+                        check_binding(settings, state)
+                    except SettingsMismatch as exc:
+                        message = str(exc)
+                raise ApiError(409, "authorization_required", message)
         elif tokens.expires_at is not None:
             remaining = tokens.expires_at - now
             margin = refresh_margin(max(1.0, tokens.expires_at - tokens.obtained_at), self.min_margin)
-            need = remaining <= margin or remaining < min_ttl
+            # A min_ttl beyond what the server grants is not met by refreshing a
+            # token that is already as fresh as the server makes them.
+            need = remaining <= margin or (
+                remaining < min_ttl and not is_fresh(tokens.obtained_at, tokens.expires_at, now)
+            )
             backing_off = self._retry_at.get(name, 0) > now
             good_enough = remaining >= max(MIN_SERVE_TTL, min_ttl)
             if need and not (backing_off and good_enough):
@@ -490,6 +669,36 @@ class BrokerService:
         if self.events.has_subscribers:
             self.events.emit(TokenServed(name, client.name, client.app_pid or client.pid))
         return tokens
+
+    async def report_rejected(self, name: str, client: ClientIdentity, token_sha256: object) -> dict[str, Any]:
+        """A client's report that a server rejected (HTTP 401) the token with
+        this SHA-256. If it is the current token, refresh once: the single
+        flight in progress, else a new one at most every `REJECTED_INTERVAL`.
+        The hash proves the reporter held the token; a stale one does nothing."""
+        self._require(name)
+        if not isinstance(token_sha256, str) or len(token_sha256) != 64 or not _HEX.issuperset(token_sha256.lower()):
+            raise ApiError(400, "bad_request", 'send {"token_sha256": "<SHA-256 of the rejected access token, 64 hex digits>"}')
+        state = self._states.get(name)
+        tokens = state.tokens if state else None
+        if tokens is None:
+            return {"refreshed": False, "reason": "not_connected"}
+        current = hashlib.sha256(tokens.access_token.reveal().encode()).hexdigest()
+        if not hmac.compare_digest(current, token_sha256.lower()):
+            return {"refreshed": False, "reason": "stale"}
+        task = self._inflight.get(name)
+        if task is None:
+            now = self.clock()
+            last = self._rejected_at.get(name)
+            if last is not None and now - last < REJECTED_INTERVAL:
+                return {"refreshed": False, "reason": "rate_limited", "retry_after": math.ceil(last + REJECTED_INTERVAL - now)}
+            self._rejected_at[name] = now
+            log.info("%s reported %s's token rejected; refreshing", client.name, name)
+            task = self.refresh(name)
+        try:
+            new = await asyncio.shield(task)
+        except _RefreshError as exc:
+            raise exc.api_error from None
+        return {"refreshed": True, "expires_at": new.expires_at}
 
     # -- admin operations -----------------------------------------------------
 
@@ -555,12 +764,16 @@ class BrokerService:
         return flow
 
     async def _quiesce(self, name: str) -> None:
-        """Before changing a connection's tokens: no refresh may land afterwards."""
+        """Before changing a connection's tokens: no refresh may land afterwards,
+        and a token set held only in memory is written (revocation then ends
+        the newest grant)."""
         self._require(name)
         self.scheduler.set(name, None)
         task = self._inflight.get(name)
         if task is not None:
             await asyncio.wait([task])
+        if name in self._unsaved:
+            await self._persist(name, lambda st: None)
 
     async def disconnect(self, name: str) -> dict[str, Any]:
         await self._quiesce(name)
@@ -570,7 +783,8 @@ class BrokerService:
         return {"connection": self.view(name), "warning": warning}
 
     async def remove(self, name: str) -> dict[str, Any]:
-        await self._quiesce(name)
+        if self._orphan(name) is None:
+            await self._quiesce(name)
         warning = await self.engine.remove(name)
         self._reload()
         self.grants.forget_connection(name)
@@ -578,6 +792,8 @@ class BrokerService:
         return {"removed": name, "warning": warning}
 
     def show(self, name: str) -> dict[str, Any]:
+        if self._orphan(name) is not None:
+            return self.engine.show(name)
         self._require(name)
         view = self.engine.show(name)
         view["next_refresh_at"] = self.scheduler.deadline(name)

@@ -84,7 +84,11 @@ def test_add_connect_use_refresh_disconnect_remove(cli, stack, user_dirs, servic
     assert claims["aud"] == mcp.url and claims["iss"] == oidc.issuer  # RFC 8707 audience binding
     assert "whoami" in anyio.run(list_tools, mcp.url, token)
 
-    # Forcing a refresh: a new access token, a rotated refresh token, one grant.
+    # Forcing a refresh (a min_ttl beyond the lifetime no longer does): a client
+    # reports the token rejected. A new access token, a rotated refresh token, one grant.
+    from broker.client import BrokerClient
+
+    assert BrokerClient(str(service.socket_path)).report_rejected("demo", token)["refreshed"] is True
     refreshed = cli("token", "demo", "--min-ttl", "400")
     assert refreshed.returncode == 0, refreshed.stderr
     new_token = refreshed.stdout.strip()
@@ -157,7 +161,13 @@ def test_refresh_after_server_forgot_client_needs_reauth(cli, stack, service):
     assert cli("add", "forgot", mcp.url).returncode == 0
     _connect(cli, "forgot")
     oidc.forget_clients()
-    # The token cannot live a day, and the refresh is refused (invalid_client).
+    # A client reports the token rejected; the refresh is refused (invalid_client).
+    from broker.client import BrokerClient, ServiceError
+
+    token = cli("token", "forgot").stdout.strip()
+    with pytest.raises(ServiceError, match="re-authorization"):
+        BrokerClient(str(service.socket_path)).report_rejected("forgot", token)
+    # The token cannot live a day, and it cannot be refreshed.
     r = cli("token", "forgot", "--min-ttl", "86400")
     assert r.returncode == 8 and "re-authorization" in r.stderr
     assert cli("list", "--json").json()["connections"][0]["status"] == "reauth_required"

@@ -4,6 +4,7 @@ real Unix sockets, the real refresh scheduler."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import pwd
@@ -150,8 +151,10 @@ def test_invalid_grant_means_reauth_required(short_stack, user_dirs, tmp_path):
                 data={"token": state.tokens.refresh_token.reveal(), "client_id": state.registration.client_id},
             )
             assert r.status_code == 200
+            # The MCP server now answers 401; the client reports it, the broker refreshes.
+            digest = hashlib.sha256(state.tokens.access_token.reveal().encode()).hexdigest()
             async with api(service) as client:
-                answer = await client.get("/v1/connections/revoked/token", params={"min_ttl": 60})
+                answer = await client.post("/v1/connections/revoked/token/rejected", json={"token_sha256": digest})
             assert answer.status_code == 409 and answer.json()["error"] == "authorization_required"
             assert service.view("revoked")["status"] == "reauth_required"
             assert any(isinstance(e, ReauthRequired) and e.name == "revoked" for e in events)
@@ -499,10 +502,15 @@ def test_httpx_auth_refetches_once_on_401(user_dirs, tmp_path):
     class FakeBroker:
         def __init__(self):
             self.calls = []
+            self.reported = []
 
         def token(self, name, min_ttl=None):
             self.calls.append(min_ttl)
             return {"access_token": f"tok{len(self.calls)}"}
+
+        def report_rejected(self, name, token):
+            self.reported.append(token)
+            return {"refreshed": True}
 
     broker = FakeBroker()
     try:
@@ -511,6 +519,7 @@ def test_httpx_auth_refetches_once_on_401(user_dirs, tmp_path):
     finally:
         httpd.shutdown()
     assert seen == ["Bearer tok1", "Bearer tok2"]
+    assert broker.reported == ["tok1"]  # the rejected token was reported before fetching again
     assert broker.calls[1] > broker.calls[0]
 
 
