@@ -258,6 +258,8 @@ class Engine:
                 raise ConnectionExists(name)
             txn.settings[name] = settings
             if client_secret is not None:
+                if name in txn.states:
+                    raise ConnectionExists(name)  # an orphaned record: never overwrite its tokens
                 # The secret may only ever go to this issuer's endpoints.
                 binding = Binding.of(server_url, discovered)
                 txn.states[name] = ConnectionState(client_secret=client_secret.reveal(), binding=binding)

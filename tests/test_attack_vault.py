@@ -212,6 +212,10 @@ def test_orphaned_record_is_kept_listed_and_removable(cli, stack, user_dirs):
     assert orphan["server_url"] == mcp.url  # from the vault's own copy
     r = cli("show", "lost")
     assert r.returncode == 0 and note in r.stdout, r.stderr
+    # Adding the name again with a client secret would overwrite the record: refused.
+    r = cli("add", "lost", mcp.url, "--client-id", "mine", "--client-secret-stdin", input="s3cret\n")
+    assert r.returncode == 2 and "already exists" in r.stderr, r.stderr
+    assert store().load_states()["lost"].tokens.refresh_token == refresh_token
 
     running = start_service(cli)
     try:
