@@ -149,7 +149,7 @@ class ApiServer:
 
     # -- socket setup ---------------------------------------------------------
 
-    def _prepare_dir(self) -> None:
+    def prepare_dir(self) -> None:
         """Every directory from the runtime base down must be ours alone, and none
         above it changeable by another user (broker.socketdir): else UnsafeSocketDir."""
         from .socketdir import prepare_socket_dir
@@ -212,7 +212,7 @@ class ApiServer:
 
     async def start(self) -> None:
         self._raise_fd_limit()
-        self._prepare_dir()
+        self.prepare_dir()
         self._remove_stale_socket()
         sock = self._bind()
         self._server = await asyncio.start_unix_server(self._accept, sock=sock, limit=self.max_head)

@@ -238,6 +238,8 @@ _EXIT_FOR_CODE = {
     "remote_error": 5,
     "refresh_failed": 5,
     "access_denied": 7,
+    "answer_refused": 7,
+    "identity_changed": 7,
     "authorization_required": 8,
     "no_service": 6,
 }

@@ -22,7 +22,7 @@ __all__ = ["run"]
 
 PROG = "mcp-token-broker"
 APPROVAL_WAIT = 120.0
-_EXIT = {"unknown_connection": 2, "bad_request": 2, "access_denied": 7, "authorization_required": 8, "refresh_failed": 9}
+_EXIT = {"unknown_connection": 2, "bad_request": 2, "access_denied": 7, "identity_changed": 7, "authorization_required": 8, "refresh_failed": 9}
 _SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-~")
 
 

@@ -84,7 +84,7 @@ from .grants import DECISIONS, POLICIES, ApprovalRequest, Grants, Policy, new_co
 from .identity import ClientIdentity, ancestors
 from .notify import notify_desktop
 from .model import ConnectionSettings, ConnectionState, check_binding, orphan_view, public_view
-from .paths import Paths, ensure_private_dir
+from .paths import Paths
 from .routes import route
 from .schedule import Scheduler, backoff_delay, is_fresh, refresh_deadline, refresh_due_at, refresh_margin
 from .secret import Secret
@@ -242,7 +242,9 @@ class BrokerService:
     def _take_instance_lock(self) -> None:
         stack = contextlib.ExitStack()
         lock_path = self.api.socket_path.with_name(self.api.socket_path.name + ".lock")
-        ensure_private_dir(lock_path.parent)
+        # The lock lives beside the socket: its directories must be ours alone
+        # before anything is created there (broker.socketdir).
+        self.api.prepare_dir()
         try:
             stack.enter_context(file_lock(lock_path, timeout=0.2))
         except VaultLocked:
