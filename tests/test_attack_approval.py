@@ -169,7 +169,7 @@ def test_wrong_codes_refuse_the_request(cli, asking, tmp_path):
         code = code_for(asking, requester.id)
         assert code, "serve shows the code on its terminal"
         wrong = "0000-0000" if code != "0000-0000" else "1111-1111"
-        for attempt in range(3):
+        for _ in range(3):
             r = cli("approve", requester.id, "allow_always", "--code", wrong)
             assert r.returncode != 0 and "code" in r.stderr, r.stderr
         # The request is over: the right code comes too late.
