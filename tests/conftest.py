@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -88,6 +89,27 @@ def cli(user_dirs, tmp_path):
     env["BROWSER_LOG"] = str(log)
     env.pop("MCP_TOKEN_BROKER_DEBUG", None)
     return Cli(env, log)
+
+
+@pytest.fixture
+def spawn():
+    """Start processes in their own session; kill each whole group afterwards."""
+    started: list[subprocess.Popen] = []
+
+    def start(argv, **kw) -> subprocess.Popen:
+        proc = subprocess.Popen(argv, start_new_session=True, **kw)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
 
 
 @pytest.fixture

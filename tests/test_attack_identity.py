@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -113,26 +112,6 @@ def test_exec_after_connect_does_not_borrow_the_grant(cli, stack, tmp_path):
     assert outcomes == ["served", "identity_changed"], entries
     changed = entries[1]
     assert changed["script"] == str(script) and changed["detail"]
-
-
-@pytest.fixture
-def spawn():
-    started: list[subprocess.Popen] = []
-
-    def start(argv, **kw) -> subprocess.Popen:
-        proc = subprocess.Popen(argv, start_new_session=True, **kw)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
 
 
 def test_a_process_titled_npx_is_itself(spawn):

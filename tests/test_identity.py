@@ -11,7 +11,6 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -31,27 +30,6 @@ from broker.identity import (
 
 PY = os.path.basename(sys.executable)
 SLEEPER = "import sys, time\nprint('ready', flush=True)\ntime.sleep(30)\n"
-
-
-@pytest.fixture
-def spawn():
-    """Start processes in their own session; kill each whole group afterwards."""
-    started: list[subprocess.Popen] = []
-
-    def start(argv, **kw) -> subprocess.Popen:
-        proc = subprocess.Popen(argv, start_new_session=True, **kw)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
 
 
 def write_script(path: Path, body: str = SLEEPER) -> Path:
