@@ -29,8 +29,6 @@ __all__ = ["main", "build_parser"]
 
 PROG = "mcp-token-broker"
 DEBUG_ENV = "MCP_TOKEN_BROKER_DEBUG"
-#: Seconds one HTTP exchange may take in all (default 30).
-HTTP_TIMEOUT_ENV = "MCP_TOKEN_BROKER_HTTP_TIMEOUT"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,53 +141,20 @@ def build_parser() -> argparse.ArgumentParser:
 # -- plumbing -----------------------------------------------------------------
 
 
-def _limits() -> Any:
-    from .transport import Limits
+def _engine(args: argparse.Namespace, *, flow_timeout: float = 300.0) -> Engine:
+    """The direct path (no service runs): an engine from the composition root.
+    It neither serves nor refreshes, so it does not read config.json."""
+    from .compose import build_engine, resolve
 
-    value = os.environ.get(HTTP_TIMEOUT_ENV)
-    if not value:
-        return Limits()
-    try:
-        seconds = float(value)
-        if not 0 < seconds <= 3600:
-            raise ValueError
-    except ValueError:
-        from .errors import UsageError
-
-        raise UsageError(f"{HTTP_TIMEOUT_ENV} must be a number of seconds between 0 and 3600") from None
-    return Limits(timeout=min(seconds, Limits.timeout), deadline=seconds)
-
-
-def _engine(args: argparse.Namespace, *, flow_timeout: float = 300.0) -> tuple[Engine, Any]:
-    from .engine import Engine
-    from .paths import Paths
-    from .store import Store
-    from .transport import Transport
-
-    key_file = args.key_file or os.environ.get("MCP_TOKEN_BROKER_KEY_FILE")
-    transport = Transport(limits=_limits())
-    return Engine(Store(Paths.default(), _keystore_factory(key_file)), transport, flow_timeout=flow_timeout), transport
-
-
-def _keystore_factory(key_file: str | None) -> Any:
-    def keystore() -> Any:
-        if key_file:
-            from .keystore import FileKeyStore
-
-            return FileKeyStore(key_file)
-        from .keystore import KeyringKeyStore
-
-        return KeyringKeyStore()
-
-    return keystore
+    return build_engine(resolve(key_file=args.key_file, read_config=False), flow_timeout=flow_timeout)
 
 
 async def _with_engine(args: argparse.Namespace, fn: Any, **kw: Any) -> Any:
-    engine, transport = _engine(args, **kw)
+    engine = _engine(args, **kw)
     try:
         return await fn(engine)
     finally:
-        await transport.aclose()
+        await engine.transport.aclose()
 
 
 class _LineFormatter(logging.Formatter):
@@ -441,9 +406,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         answer = _call(service, "GET", "/v1/connections")
         rows, orphans = answer["connections"], answer.get("orphaned", [])
     else:
-        engine, transport = _engine(args)
+        engine = _engine(args)
         rows, orphans = engine.list(), engine.orphans()
-        asyncio.run(transport.aclose())
+        asyncio.run(engine.transport.aclose())
     if args.json:
         print(json.dumps({"connections": rows, "orphaned": orphans} if orphans else {"connections": rows}, indent=2))
         return 0
@@ -470,9 +435,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     if service is not None:
         view = _call(service, "GET", f"/v1/connections/{quote(args.name)}?detail=full")
     else:
-        engine, transport = _engine(args)
+        engine = _engine(args)
         view = engine.show(args.name)
-        asyncio.run(transport.aclose())
+        asyncio.run(engine.transport.aclose())
     if args.json:
         print(json.dumps(view, indent=2))
         return 0
@@ -559,36 +524,17 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .engine import Engine
+    from .compose import build_service, resolve
     from .hardening import harden_process
-    from .paths import Paths
-    from .service import BrokerService
     from .socketdir import prepare_socket_dir
-    from .socketpath import socket_location
-    from .store import Store
-    from .transport import Transport
 
     harden_process()
-    socket_path, base = socket_location()
-    prepare_socket_dir(socket_path, base)  # before anything (the instance lock) goes in there
-    paths = Paths.default()
-    config = load_config(paths)
-    policy = args.policy or config.client_policy
-    key_file = args.key_file or os.environ.get("MCP_TOKEN_BROKER_KEY_FILE")
-    store = Store(paths, _keystore_factory(key_file))
-    engine = Engine(store, Transport(limits=_limits()))
-    service = BrokerService(
-        paths=paths,
-        store=store,
-        engine=engine,
-        socket_path=socket_path,
-        policy=policy,  # type: ignore[arg-type]
-        approval_timeout=args.approval_timeout,
-    )
+    setup = resolve(key_file=args.key_file, policy=args.policy)
+    prepare_socket_dir(setup.socket_path, setup.socket_base)  # before anything (the instance lock) goes in there
+    service = build_service(setup, approval_timeout=args.approval_timeout)
 
     def started() -> None:
-        _err(f"serving on {service.api.socket_path} (client policy: {policy}); Ctrl-C stops")
+        _err(f"serving on {service.api.socket_path} (client policy: {setup.policy}); Ctrl-C stops")
 
     asyncio.run(service.run(on_started=started))
     _err("stopped")

@@ -5,8 +5,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-__all__ = ["main", "build"]
+if TYPE_CHECKING:
+    from broker.service import BrokerService
+
+    from .bridge import Bridge, ServiceRunner
+    from .main_window import MainWindow
+
+__all__ = ["build", "main"]
 
 
 def _already_running() -> int | None:
@@ -33,45 +41,26 @@ def _already_running() -> int | None:
         return 6
 
 
-def build(args: argparse.Namespace, *, make_service: object = None) -> tuple[object, object, object]:
+def build(
+    args: argparse.Namespace, *, make_service: Callable[[], BrokerService] | None = None
+) -> tuple[ServiceRunner, Bridge, MainWindow]:
     """Create the runner, bridge and window (tests call this with their own service).
 
     Only Qt and the window's own modules load on the GUI thread before the
     first paint; the service, its dependencies and the config load on the
-    worker thread."""
+    worker thread, built by `broker.compose` as `serve` builds it."""
     from .bridge import Bridge, ServiceRunner
     from .main_window import MainWindow
     from .tray import Tray
 
     if make_service is None:
 
-        def make_service() -> object:
-            from broker.config import load_config
-            from broker.engine import Engine
-            from broker.keystore import FileKeyStore, KeyringKeyStore
-            from broker.service import BrokerService
-            from broker.socketpath import default_socket_path
-            from broker.store import Store
-            from broker.transport import Transport
+        def make_service() -> BrokerService:  # on the worker thread
+            from broker.compose import build_service, resolve
 
-            from broker.paths import Paths
+            return build_service(resolve(policy=args.policy, default_policy="ask"), ui=True)
 
-            paths = Paths.default()
-            config = load_config(paths, default_policy="ask")
-            key_file = os.environ.get("MCP_TOKEN_BROKER_KEY_FILE")
-            keystore = (lambda: FileKeyStore(key_file)) if key_file else KeyringKeyStore
-            store = Store(paths, keystore)
-            return BrokerService(
-                paths=paths,
-                store=store,
-                engine=Engine(store, Transport()),
-                socket_path=default_socket_path(),
-                policy=args.policy or config.client_policy,  # type: ignore[arg-type]
-                min_margin=config.refresh_margin,
-                ui=True,
-            )
-
-    runner = ServiceRunner(make_service)  # type: ignore[arg-type]
+    runner = ServiceRunner(make_service)
     bridge = Bridge(runner)
     window = MainWindow(bridge)
     bridge.start()  # the window paints while the service starts on its thread
@@ -139,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         warn(window, "MCP Token Broker could not start", str(exc), QMessageBox.Icon.Critical)
         app.quit()
 
-    bridge.failed.connect(failed)  # type: ignore[attr-defined]
+    bridge.failed.connect(failed)
     if not (args.minimized and getattr(window, "tray", None) is not None):
-        window.show()  # type: ignore[attr-defined]
+        window.show()
     app.aboutToQuit.connect(runner.stop)  # type: ignore[attr-defined]
     code = app.exec()
     return exit_code or code

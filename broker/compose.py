@@ -1,0 +1,192 @@
+"""The composition root: where the environment, the config file and the
+command line become a store, an engine and a service.
+
+`serve`, the CLI's direct path (when no service runs) and the desktop app all
+build through here, so a setting one of them honours, all of them honour:
+
+==================  ===========================================================
+setting             taken from
+==================  ===========================================================
+client policy       `--policy`, else config.json's `client_policy`, else the
+                    entry point's default (allow headless, ask in the app)
+refresh margin      config.json's `refresh_margin`
+HTTP timeout        `MCP_TOKEN_BROKER_HTTP_TIMEOUT` (seconds, 0 < t <= 3600)
+vault key           `--key-file`, else `MCP_TOKEN_BROKER_KEY_FILE`, else the OS
+                    keyring
+socket path         `MCP_TOKEN_BROKER_SOCKET`, else `broker.socketpath`
+==================  ===========================================================
+
+Importing this module is cheap: the heavy modules (httpx, keyring,
+cryptography) load inside the functions, so the CLI's `--help` and the
+desktop app's first paint never wait for them. The app calls `build_service`
+on its worker thread.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .config import Config
+    from .engine import Engine
+    from .grants import Policy
+    from .keystore import KeyStore
+    from .paths import Paths
+    from .service import BrokerService
+    from .store import Store
+    from .transport import Limits
+
+__all__ = [
+    "HTTP_TIMEOUT_ENV",
+    "KEY_FILE_ENV",
+    "Setup",
+    "build_engine",
+    "build_service",
+    "build_store",
+    "http_limits",
+    "keystore_factory",
+    "resolve",
+]
+
+#: Seconds one HTTP exchange may take in all (default 30).
+HTTP_TIMEOUT_ENV = "MCP_TOKEN_BROKER_HTTP_TIMEOUT"
+#: A 0600 file holding the vault key, instead of the OS keyring.
+KEY_FILE_ENV = "MCP_TOKEN_BROKER_KEY_FILE"
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Every setting an entry point needs, resolved once."""
+
+    paths: Paths
+    config: Config
+    #: The client policy in force: the command line's, else the config's.
+    policy: Policy
+    #: The vault key file, or None for the OS keyring.
+    key_file: Path | None
+    limits: Limits
+    socket_path: str
+    #: Where `broker.socketdir` starts checking the socket's directories.
+    socket_base: str
+
+    @property
+    def refresh_margin(self) -> int:
+        return self.config.refresh_margin
+
+
+def http_limits() -> Limits:
+    """The transport limits, from `MCP_TOKEN_BROKER_HTTP_TIMEOUT` if set."""
+    from .transport import Limits
+
+    value = os.environ.get(HTTP_TIMEOUT_ENV)
+    if not value:
+        return Limits()
+    try:
+        seconds = float(value)
+        if not 0 < seconds <= 3600:
+            raise ValueError
+    except ValueError:
+        from .errors import UsageError
+
+        raise UsageError(f"{HTTP_TIMEOUT_ENV} must be a number of seconds between 0 and 3600") from None
+    return Limits(timeout=min(seconds, Limits.timeout), deadline=seconds)
+
+
+def keystore_factory(key_file: Path | None) -> Callable[[], KeyStore]:
+    """What opens the vault key, when the store first needs it."""
+
+    def keystore() -> KeyStore:
+        if key_file is not None:
+            from .keystore import FileKeyStore
+
+            return FileKeyStore(key_file)
+        from .keystore import KeyringKeyStore
+
+        return KeyringKeyStore()
+
+    return keystore
+
+
+def resolve(
+    *,
+    key_file: str | None = None,
+    policy: str | None = None,
+    default_policy: str = "allow",
+    paths: Paths | None = None,
+    read_config: bool = True,
+) -> Setup:
+    """Read the config file and the environment; `key_file` and `policy` are
+    the command line's (None: not given). Raises `SettingsCorrupt` for a
+    damaged config file and `UsageError` for a bad environment value.
+    `read_config=False` takes the defaults instead: for the CLI's direct
+    path, which neither serves nor refreshes."""
+    from .config import Config, load_config
+    from .paths import Paths
+    from .socketpath import socket_location
+
+    paths = paths or Paths.default()
+    config = load_config(paths, default_policy=default_policy) if read_config else Config(client_policy=default_policy)
+    socket_path, socket_base = socket_location()
+    key = key_file or os.environ.get(KEY_FILE_ENV)
+    return Setup(
+        paths=paths,
+        config=config,
+        policy=(policy or config.client_policy),  # type: ignore[arg-type]  # checked by load_config/argparse and the service
+        key_file=Path(key) if key else None,
+        limits=http_limits(),
+        socket_path=socket_path,
+        socket_base=socket_base,
+    )
+
+
+def build_store(setup: Setup) -> Store:
+    from .store import Store
+
+    return Store(setup.paths, keystore_factory(setup.key_file))
+
+
+def build_engine(
+    setup: Setup,
+    *,
+    store: Store | None = None,
+    flow_timeout: float | None = None,
+    opener: Callable[[str], bool] | None = None,
+) -> Engine:
+    """An engine with its own transport; the caller closes `engine.transport`."""
+    from .engine import Engine
+    from .transport import Transport
+
+    extra: dict[str, object] = {}
+    if flow_timeout is not None:
+        extra["flow_timeout"] = flow_timeout
+    if opener is not None:
+        extra["opener"] = opener
+    return Engine(store or build_store(setup), Transport(limits=setup.limits), **extra)  # type: ignore[arg-type]
+
+
+def build_service(
+    setup: Setup,
+    *,
+    approval_timeout: float = 60.0,
+    ui: bool = False,
+    engine: Engine | None = None,
+) -> BrokerService:
+    """The service with the setup's policy, refresh margin and socket path."""
+    from .service import BrokerService
+
+    engine = engine or build_engine(setup)
+    return BrokerService(
+        paths=setup.paths,
+        store=engine.store,
+        engine=engine,
+        socket_path=setup.socket_path,
+        policy=setup.policy,
+        approval_timeout=approval_timeout,
+        min_margin=setup.refresh_margin,
+        ui=ui,
+    )
