@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, TypedDict
 
 from .discovery import AuthServerMetadata
 from .errors import InvalidName, SettingsMismatch, describe_remote_text
 from .registration import ClientRegistration
+from .status import Status
 from .tokens import TokenSet
 
 __all__ = [
     "NAME_RE",
     "check_name",
     "Status",
+    "ConnectionView",
     "ConnectionSettings",
     "Discovered",
     "Binding",
@@ -39,7 +41,6 @@ __all__ = [
 ]
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-Status = Literal["not_connected", "connected", "expired", "reauth_required"]
 
 
 def check_name(name: str) -> str:
@@ -290,15 +291,28 @@ def check_binding(settings: ConnectionSettings, state: ConnectionState) -> Bindi
 
 def status_of(state: ConnectionState | None, now: float) -> Status:
     if state is None or state.tokens is None:
-        return "not_connected"
+        return Status.NOT_CONNECTED
     if state.reauth_required:
-        return "reauth_required"
+        return Status.REAUTH_REQUIRED
     if state.tokens.expires_at is not None and now >= state.tokens.expires_at:
-        return "expired"
-    return "connected"
+        return Status.EXPIRED
+    return Status.CONNECTED
 
 
-def public_view(settings: ConnectionSettings, state: ConnectionState | None, now: float) -> dict[str, Any]:
+class ConnectionView(TypedDict):
+    """One connection as the socket API lists it (docs/socket-api.md), the CLI
+    prints it and the app's table shows it (`ui.rows.RowState.from_view`).
+    Never a secret. The full view (`show`) adds more keys."""
+
+    name: str
+    server_url: str
+    status: Status
+    scopes: list[str]
+    #: Unix time; None when the server gave no expiry or nothing is held.
+    expires_at: int | None
+
+
+def public_view(settings: ConnectionSettings, state: ConnectionState | None, now: float) -> ConnectionView:
     """The socket-API shape of a connection: never a secret."""
     tokens = state.tokens if state else None
     return {

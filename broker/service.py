@@ -52,6 +52,7 @@ from . import __version__
 from .api import AlreadyRunning, ApiError, ApiRequest, ApiServer
 from .atomic import file_lock
 from .audit import AuditLog
+from .config import Config, save_config
 from .engine import ConnectMode, Engine, FlowEvent
 from .errors import (
     BrokerError,
@@ -899,3 +900,68 @@ class BrokerService:
             "connections": len(self._settings),
             "ui": self.ui,
         }
+
+    # -- the desktop app's facade ----------------------------------------------
+    # What `ui/` uses besides the public operations above (views, view, show,
+    # health, add, start_flow, flow, disconnect, remove): it reads no private
+    # attribute and reaches into no member object. The app calls these on the
+    # loop thread through `ui.bridge`; the properties are safe from any thread.
+
+    @property
+    def socket_path(self) -> Path:
+        return self.api.socket_path
+
+    @property
+    def is_stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def wait_until_stopping(self) -> None:
+        """Return once `request_stop` (or a signal) asked the service to stop."""
+        await self._stopping.wait()
+
+    def current_config(self) -> Config:
+        """The client policy and refresh margin in force."""
+        return Config(client_policy=self.policy, refresh_margin=int(self.min_margin))
+
+    async def apply_settings(self, policy: Policy, refresh_margin: int) -> Config:
+        """Save `config.json`, then apply: the policy from the next request on,
+        every connection rescheduled with the margin. The file is written on a
+        worker thread, never on the loop; if the write fails, nothing changes."""
+        if policy not in POLICIES:
+            raise UsageError(f"unknown client policy {policy!r}; use one of {', '.join(POLICIES)}")
+        if isinstance(refresh_margin, bool) or not isinstance(refresh_margin, int) or not 60 <= refresh_margin <= 3600:
+            raise UsageError("the refresh margin must be a whole number of seconds from 60 to 3600")
+        config = Config(client_policy=policy, refresh_margin=refresh_margin)
+        await asyncio.to_thread(save_config, self.paths, config)
+        self.policy = policy
+        self.min_margin = refresh_margin
+        self.reschedule_all()
+        return config
+
+    def reschedule_all(self) -> None:
+        """Recompute every connection's refresh deadline (after a margin change)."""
+        for name in list(self._settings):
+            self._schedule(name)
+
+    async def discover(self, url: str, *, scopes: tuple[str, ...] = (), client_id: str | None = None) -> Any:
+        """What `add` would find at `url`, without adding it (the add dialog's preview)."""
+        return await self.engine.discover(url, scopes=scopes, client_id=client_id)
+
+    async def recent_audit(self, name: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The last `limit` audit entries of `name`, read off the loop."""
+        from .audit import read_audit
+
+        return await asyncio.to_thread(read_audit, self.paths.state_dir / "audit.log", connection=name, limit=limit)
+
+    def list_grants(self) -> list[dict[str, Any]]:
+        return [g.to_json() for g in self.grants.list()]
+
+    def revoke_grant(self, grant_id: str) -> bool:
+        """Revoke a grant; False if there was none with that id."""
+        return self.grants.revoke(grant_id) is not None
+
+    def cancel_flow(self, flow_id: str) -> None:
+        """Cancel a running login (the connect dialog's Cancel)."""
+        flow = self.flow(flow_id)
+        if flow.task is not None and not flow.task.done():
+            flow.task.cancel()

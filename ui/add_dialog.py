@@ -232,7 +232,7 @@ class AddDialog(QDialog):
         self.status.setText("Discovering…")
 
         async def run(service: Any) -> Any:
-            return await service.engine.discover(url, scopes=options["scopes"], client_id=options["client_id"])
+            return await service.discover(url, scopes=options["scopes"], client_id=options["client_id"])
 
         self.bridge.run(run, lambda d: self._discovered(url, options, d), self._discovery_failed)
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from PySide6.QtCore import QObject, Signal, Slot
 
@@ -26,6 +26,8 @@ if TYPE_CHECKING:  # imported on the worker thread, so the window paints sooner
 __all__ = ["ServiceRunner", "Bridge"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class ServiceRunner:
@@ -90,14 +92,14 @@ class ServiceRunner:
         self._started.set()
         if self._on_started is not None:
             self._on_started(None)
-        await self.service._stopping.wait()
+        await self.service.wait_until_stopping()
         await self.service.stop()
 
-    def submit(self, coro: Awaitable[Any]) -> concurrent.futures.Future[Any]:
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         import asyncio
 
         assert self.loop is not None
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         assert self.loop is not None
@@ -197,20 +199,21 @@ class Bridge(QObject):
 
     def run(
         self,
-        make_coro: Callable[[BrokerService], Awaitable[Any]],
-        on_done: Callable[[Any], None] | None = None,
+        make_coro: Callable[[BrokerService], Coroutine[Any, Any, T]],
+        on_done: Callable[[T], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
-    ) -> concurrent.futures.Future[Any]:
+    ) -> concurrent.futures.Future[T] | None:
         """Run `make_coro(service)` on the loop; call back on the GUI thread.
-        Commands given before the service is ready wait for it; commands
-        given after it stopped (a late signal while quitting) are dropped."""
+        Commands given before the service is ready wait for it (None is
+        returned: there is no future yet); commands given after it stopped
+        (a late signal while quitting) are dropped (None)."""
         if self.runner.stopped:
-            return None  # type: ignore[return-value]
+            return None
         if not self.runner.ready:
             self._pending.append((make_coro, on_done, on_error))
-            return None  # type: ignore[return-value]
+            return None
 
-        async def wrapped() -> Any:
+        async def wrapped() -> T:
             return await make_coro(self.service)
 
         future = self.runner.submit(wrapped())
@@ -219,13 +222,13 @@ class Bridge(QObject):
 
     def call(
         self,
-        fn: Callable[[BrokerService], Any],
-        on_done: Callable[[Any], None] | None = None,
+        fn: Callable[[BrokerService], T],
+        on_done: Callable[[T], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
-    ) -> concurrent.futures.Future[Any]:
-        """Run a plain function of the service on the loop thread."""
+    ) -> concurrent.futures.Future[T] | None:
+        """Run a plain function of the service on the loop thread (as `run`)."""
 
-        async def as_coro(service: BrokerService) -> Any:
+        async def as_coro(service: BrokerService) -> T:
             return fn(service)
 
         return self.run(as_coro, on_done, on_error)

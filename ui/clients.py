@@ -56,7 +56,7 @@ class ClientsDialog(QDialog):
         self.reload()
 
     def reload(self) -> None:
-        self.bridge.call(lambda s: [g.to_json() for g in s.grants.list()], self._show)
+        self.bridge.call(lambda s: s.list_grants(), self._show)
 
     def _show(self, grants: list[dict[str, Any]]) -> None:
         self.grants = grants
@@ -80,4 +80,4 @@ class ClientsDialog(QDialog):
         if not rows:
             return
         gid = self.grants[rows.pop()]["id"]
-        self.bridge.call(lambda s: s.grants.revoke(gid), lambda _r: self.reload())
+        self.bridge.call(lambda s: s.revoke_grant(gid), lambda _r: self.reload())

@@ -117,12 +117,7 @@ class ConnectDialog(QDialog):
         flow_id = self.flow_id
         if flow_id is not None:
 
-            def cancel(service: Any) -> None:
-                flow = service.flow(flow_id)
-                if flow.task is not None and not flow.task.done():
-                    flow.task.cancel()
-
-            self.bridge.call(cancel)
+            self.bridge.call(lambda s: s.cancel_flow(flow_id))
         self._disconnect_signals()
         self.finished_ok = False
         self.reject()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QGuiApplication
@@ -22,6 +22,9 @@ from PySide6.QtWidgets import (
 from .bridge import Bridge
 from .checklist_view import ChecklistView
 from .plaintext import plain_label
+
+if TYPE_CHECKING:
+    from broker.service import BrokerService
 
 __all__ = ["DetailsPane"]
 
@@ -109,13 +112,10 @@ class DetailsPane(QWidget):
             self._set_enabled(False)
             return
         self.title.setText(name)
-        def load(service: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-            from broker.audit import read_audit
+        async def load(service: BrokerService) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+            return service.show(name), await service.recent_audit(name, limit=20)
 
-            audit_path = service.paths.state_dir / "audit.log"
-            return service.show(name), read_audit(audit_path, connection=name, limit=20)
-
-        self.bridge.call(load, lambda result: self._loaded(name, *result), lambda exc: self._failed(name, exc))
+        self.bridge.run(load, lambda result: self._loaded(name, *result), lambda exc: self._failed(name, exc))
 
     def refresh(self) -> None:
         self.show_connection(self.name)

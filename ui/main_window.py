@@ -192,7 +192,7 @@ class MainWindow(QMainWindow):
         views, health = result
         self.model.set_views(views)
         self.status_label.setText(
-            f"Serving {health['connections']} connection(s) on {self.bridge.service.api.socket_path} · policy: {health['policy']}"
+            f"Serving {health['connections']} connection(s) on {self.bridge.service.socket_path} · policy: {health['policy']}"
         )
 
     # -- state ----------------------------------------------------------------------------
@@ -253,7 +253,7 @@ class MainWindow(QMainWindow):
 
     def reload_status(self) -> None:
         self.bridge.call(lambda s: s.health(), lambda h: self.status_label.setText(
-            f"Serving {h['connections']} connection(s) on {self.bridge.service.api.socket_path} · policy: {h['policy']}"
+            f"Serving {h['connections']} connection(s) on {self.bridge.service.socket_path} · policy: {h['policy']}"
         ))
 
     # -- actions ------------------------------------------------------------------------
@@ -333,13 +333,9 @@ class MainWindow(QMainWindow):
         return dialog
 
     def show_settings(self) -> SettingsDialog:
-        from broker.config import Config
-
         from .settings_dialog import SettingsDialog
 
-        service = self.bridge.service
-        current = Config(client_policy=service.policy, refresh_margin=int(service.min_margin))
-        dialog = SettingsDialog(self.bridge, current, self)
+        dialog = SettingsDialog(self.bridge, self.bridge.service.current_config(), self)
         dialog.accepted.connect(self.reload_status)
         self._keep(dialog)
         dialog.open()

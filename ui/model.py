@@ -14,6 +14,8 @@ from typing import Any
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPersistentModelIndex, Qt, QTimer
 from PySide6.QtGui import QBrush, QColor, QGuiApplication, QPalette
 
+from broker.status import Status
+
 from .plaintext import plain_tip
 from .icons import STATUS_ICONS, icon
 from .rows import STATUS_HELP, STATUS_TEXT, RowState, display_status, format_expires_in
@@ -171,7 +173,7 @@ class ConnectionsModel(QAbstractTableModel):
         self._update(name, refreshing=False, error=error)
 
     def reauth_required(self, name: str) -> None:
-        self._update(name, refreshing=False, status="reauth_required", error=None)
+        self._update(name, refreshing=False, status=Status.REAUTH_REQUIRED, error=None)
 
     def tick(self) -> None:
         if self._rows:

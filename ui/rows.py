@@ -7,32 +7,61 @@ tested on their own and keeps the table model a thin adapter.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["RowState", "display_status", "STATUS_TEXT", "STATUS_HELP", "format_expires_in", "EXPIRING_SOON"]
+from broker.status import Status
+
+if TYPE_CHECKING:
+    from broker.model import ConnectionView
+
+__all__ = [
+    "EXPIRING_SOON",
+    "STATUS_HELP",
+    "STATUS_TEXT",
+    "DisplayStatus",
+    "RowState",
+    "display_status",
+    "format_expires_in",
+]
 
 #: A connected token with less than this left shows as "expiring soon".
 EXPIRING_SOON = 120
 
-STATUS_TEXT = {
-    "connected": "Connected",
-    "expiring": "Expiring soon",
-    "refreshing": "Refreshing",
-    "expired": "Expired",
-    "reauth_required": "Re-authorization required",
-    "error": "Error",
-    "not_connected": "Not connected",
+
+class DisplayStatus(StrEnum):
+    """What a row shows: the broker's `Status`, plus what only the app knows
+    (a refresh running, the last one failed, expiry near)."""
+
+    CONNECTED = Status.CONNECTED.value
+    EXPIRING = "expiring"
+    REFRESHING = "refreshing"
+    EXPIRED = Status.EXPIRED.value
+    REAUTH_REQUIRED = Status.REAUTH_REQUIRED.value
+    ERROR = "error"
+    NOT_CONNECTED = Status.NOT_CONNECTED.value
+
+
+STATUS_TEXT: dict[DisplayStatus, str] = {
+    DisplayStatus.CONNECTED: "Connected",
+    DisplayStatus.EXPIRING: "Expiring soon",
+    DisplayStatus.REFRESHING: "Refreshing",
+    DisplayStatus.EXPIRED: "Expired",
+    DisplayStatus.REAUTH_REQUIRED: "Re-authorization required",
+    DisplayStatus.ERROR: "Error",
+    DisplayStatus.NOT_CONNECTED: "Not connected",
 }
 
-STATUS_HELP = {
-    "connected": "The broker holds a valid token and refreshes it before it expires.",
-    "expiring": "The token expires within two minutes.",
-    "refreshing": "The broker is getting a new token from the authorization server right now.",
-    "expired": "The token has expired; the broker refreshes it on the next request if it can.",
-    "reauth_required": "The server no longer accepts the refresh token: connect again to log in.",
-    "error": "The last refresh failed; the broker keeps retrying and serves the valid token meanwhile.",
-    "not_connected": "No tokens yet: connect to log in through your browser.",
+STATUS_HELP: dict[DisplayStatus, str] = {
+    DisplayStatus.CONNECTED: "The broker holds a valid token and refreshes it before it expires.",
+    DisplayStatus.EXPIRING: "The token expires within two minutes.",
+    DisplayStatus.REFRESHING: "The broker is getting a new token from the authorization server right now.",
+    DisplayStatus.EXPIRED: "The token has expired; the broker refreshes it on the next request if it can.",
+    DisplayStatus.REAUTH_REQUIRED: "The server no longer accepts the refresh token: connect again to log in.",
+    DisplayStatus.ERROR: "The last refresh failed; the broker keeps retrying and serves the valid token meanwhile.",
+    DisplayStatus.NOT_CONNECTED: "No tokens yet: connect to log in through your browser.",
 }
 
 
@@ -40,7 +69,7 @@ STATUS_HELP = {
 class RowState:
     name: str
     server_url: str
-    status: str
+    status: Status
     scopes: tuple[str, ...] = ()
     expires_at: int | None = None
     refreshing: bool = False
@@ -48,35 +77,36 @@ class RowState:
     last_refresh_at: float | None = None
 
     @classmethod
-    def from_view(cls, view: dict[str, Any], previous: RowState | None = None) -> RowState:
+    def from_view(cls, view: ConnectionView | Mapping[str, Any], previous: RowState | None = None) -> RowState:
+        """From a `ConnectionView`, in process or as JSON (status a plain string)."""
         row = cls(
             name=view["name"],
             server_url=view["server_url"],
-            status=view["status"],
+            status=Status(view["status"]),
             scopes=tuple(view.get("scopes") or ()),
             expires_at=view.get("expires_at"),
         )
         if previous is not None:
             row = replace(row, last_refresh_at=previous.last_refresh_at, error=previous.error)
-        if row.status in ("not_connected", "reauth_required"):
+        if row.status in (Status.NOT_CONNECTED, Status.REAUTH_REQUIRED):
             row = replace(row, error=None)
         return row
 
 
-def display_status(row: RowState, now: float) -> str:
+def display_status(row: RowState, now: float) -> DisplayStatus:
     if row.refreshing:
-        return "refreshing"
-    if row.status == "reauth_required":
-        return "reauth_required"
-    if row.status == "not_connected":
-        return "not_connected"
+        return DisplayStatus.REFRESHING
+    if row.status == Status.REAUTH_REQUIRED:
+        return DisplayStatus.REAUTH_REQUIRED
+    if row.status == Status.NOT_CONNECTED:
+        return DisplayStatus.NOT_CONNECTED
     if row.expires_at is not None and row.expires_at <= now:
-        return "expired"
+        return DisplayStatus.EXPIRED
     if row.error:
-        return "error"
+        return DisplayStatus.ERROR
     if row.expires_at is not None and row.expires_at - now < EXPIRING_SOON:
-        return "expiring"
-    return "connected"
+        return DisplayStatus.EXPIRING
+    return DisplayStatus.CONNECTED
 
 
 def format_expires_in(expires_at: int | None, now: float) -> str:

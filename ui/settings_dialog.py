@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFormLayout, QLabel, QSpinBox, QVBoxLayout, QWidget
 
 from broker import autostart
-from broker.config import Config, save_config
+from broker.config import Config
 
 from .bridge import Bridge
+
+if TYPE_CHECKING:
+    from broker.service import BrokerService
 
 __all__ = ["SettingsDialog"]
 
@@ -57,23 +60,20 @@ class SettingsDialog(QDialog):
         layout.addWidget(buttons)
 
     def save(self) -> None:
-        new = Config(client_policy=self.policy.currentData(), refresh_margin=self.margin.value())
+        policy, margin = self.policy.currentData(), self.margin.value()
         want_autostart = self.autostart.isChecked()
 
-        def apply(service: Any) -> Config:
-            save_config(service.paths, new)
-            service.policy = new.client_policy
-            service.min_margin = new.refresh_margin
-            for name in list(service._settings):
-                service._schedule(name)
-            if want_autostart:
-                autostart.enable()
-            else:
-                autostart.disable()
-            return new
+        async def apply(service: BrokerService) -> Config:
+            # Both files are written on worker threads, never on the loop: the
+            # service's facade saves config.json, autostart's file goes here.
+            import asyncio
+
+            config = await service.apply_settings(policy, margin)
+            await asyncio.to_thread(autostart.enable if want_autostart else autostart.disable)
+            return config
 
         def done(config: Config) -> None:
             self.config = config
             self.accept()
 
-        self.bridge.call(apply, done)
+        self.bridge.run(apply, done)
