@@ -43,6 +43,7 @@ from .errors import (
     RemoteError,
     SettingsMismatch,
     UnknownConnection,
+    UsageError,
 )
 from .http import HttpRequest
 from .loopback import LoopbackListener
@@ -231,9 +232,9 @@ class Engine:
         if name in self.store.load_settings():
             raise ConnectionExists(name)
         if client_secret is not None and not client_id:
-            raise RegistrationError("a client secret needs a --client-id")
+            raise UsageError("a client secret needs a --client-id")
         if redirect_port is not None and not (1 <= redirect_port <= 65535):
-            raise RegistrationError("--redirect-port must be between 1 and 65535")
+            raise UsageError("--redirect-port must be between 1 and 65535")
         if not redirect_path.startswith("/"):
             redirect_path = "/" + redirect_path
         discovered = await self.discover(
