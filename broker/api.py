@@ -31,35 +31,23 @@ from urllib.parse import parse_qsl, unquote
 
 import h11
 
-from .errors import BrokerError
+from .codes import status_for
+from .errors import AlreadyRunning, IdentityChanged, UnsafeSocketDir
 from .identity import ClientIdentity, ProcessStamp, identify
 from .peercred import PeerCredentials, peer_credentials
 
-__all__ = ["ApiError", "ApiRequest", "Peer", "ApiServer", "AlreadyRunning", "SocketDirUnsafe", "PlainText"]
+__all__ = ["ApiRequest", "ApiServer", "Handler", "Peer", "PlainText", "error_body"]
 
 log = logging.getLogger(__name__)
-
-
-class ApiError(Exception):
-    """An error answer: `{"error": code, "message": message}` with `status`."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 class PlainText(str):
     """A handler's answer sent as text/plain instead of JSON (the `token` fast path)."""
 
 
-class AlreadyRunning(BrokerError):
-    exit_code = 6
-
-
-class SocketDirUnsafe(BrokerError):
-    exit_code = 3
+def error_body(code: str, message: str) -> dict[str, str]:
+    """The body of every error answer."""
+    return {"error": code, "message": message}
 
 
 @dataclass
@@ -79,15 +67,13 @@ class Peer:
 
     @property
     def identity(self) -> ClientIdentity:
-        """Raises a 403 `identity_changed` if the process exec'd or exited since it connected."""
+        """Raises `IdentityChanged` if the process exec'd or exited since it connected."""
         if self._stamp is not None:
             problem = self._stamp.changed()
             if problem is not None:
                 if self._on_changed is not None:
                     self._on_changed(self._identity, problem)
-                raise ApiError(
-                    403, "identity_changed", f"process {self.creds.pid} {problem}; its requests are refused, connect again"
-                )
+                raise IdentityChanged(f"process {self.creds.pid} {problem}; its requests are refused, connect again")
         return self._identity
 
     def close(self) -> None:
@@ -178,7 +164,7 @@ class ApiServer:
         if not os.path.lexists(path):
             return
         if not stat.S_ISSOCK(os.lstat(path).st_mode):
-            raise SocketDirUnsafe(f"{path} exists and is not a socket; refusing to replace it")
+            raise UnsafeSocketDir(f"{path} exists and is not a socket; refusing to replace it")
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         probe.settimeout(2)
         try:
@@ -297,16 +283,16 @@ class ApiServer:
             except TimeoutError:
                 # Idle keep-alive: just close. Half-sent request: say why.
                 if conn.their_state is h11.SEND_BODY or conn.trailing_data[0]:
-                    await self._send_error(conn, writer, ApiError(408, "timeout", "request not completed in time"))
+                    await self._send_error(conn, writer, status_for("timeout"), "timeout", "request not completed in time")
                 return
             except _TooLarge:
-                await self._send_error(conn, writer, ApiError(413, "bad_request", "request too large"))
+                await self._send_error(conn, writer, 413, "bad_request", "request too large")
                 return
             except _HeadTooLarge:
-                await self._send_error(conn, writer, ApiError(431, "bad_request", "request headers too large"))
+                await self._send_error(conn, writer, 431, "bad_request", "request headers too large")
                 return
             except h11.RemoteProtocolError as exc:
-                await self._send_error(conn, writer, ApiError(exc.error_status_hint, "bad_request", "malformed HTTP request"))
+                await self._send_error(conn, writer, exc.error_status_hint, "bad_request", "malformed HTTP request")
                 return
             if request is None:
                 return  # the client closed the connection
@@ -363,6 +349,8 @@ class ApiServer:
             deadline.at = None  # handling the request is not bounded by these timeouts
 
     async def _dispatch(self, request: h11.Request, body: bytes, peer: Peer) -> tuple[int, Any]:
+        """Parse the target and the JSON body, then ask the handler, which answers
+        its own errors (`broker.routes`); what it raises is an internal error."""
         target = request.target.decode("ascii", "replace")
         path, _, query_string = target.partition("?")
         try:
@@ -372,7 +360,7 @@ class ApiServer:
                 try:
                     parsed = json.loads(body)
                 except ValueError:
-                    raise ApiError(400, "bad_request", "the body is not JSON") from None
+                    return status_for("bad_request"), error_body("bad_request", "the body is not JSON")
             stripped = path.strip("/")
             if not stripped:
                 segments: tuple[str, ...] = ()
@@ -382,13 +370,11 @@ class ApiServer:
                 segments = tuple(stripped.split("/"))
             api_request = ApiRequest(request.method.decode(), path, query, parsed, peer, segments)
             return await self.handler(api_request)
-        except ApiError as exc:
-            return exc.status, {"error": exc.code, "message": exc.message}
         except ValueError:
-            return 400, {"error": "bad_request", "message": "malformed query string"}
+            return status_for("bad_request"), error_body("bad_request", "malformed query string")
         except Exception:
             log.exception("internal error answering %s %s", request.method.decode(), path)
-            return 500, {"error": "internal_error", "message": "the broker hit an internal error; see its log"}
+            return status_for("internal_error"), error_body("internal_error", "the broker hit an internal error; see its log")
 
     async def _send(self, conn: h11.Connection, writer: asyncio.StreamWriter, status: int, payload: Any) -> bool:
         if isinstance(payload, PlainText):
@@ -407,15 +393,18 @@ class ApiServer:
             await writer.drain()
         return conn.our_state is h11.DONE and conn.their_state is h11.DONE
 
-    async def _send_error(self, conn: h11.Connection, writer: asyncio.StreamWriter, error: ApiError) -> None:
+    async def _send_error(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, status: int, code: str, message: str
+    ) -> None:
+        """An answer to a request that never reached the handler (too slow, too large, not HTTP)."""
         if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
-        data = json.dumps({"error": error.code, "message": error.message}).encode()
+        data = json.dumps(error_body(code, message)).encode()
         try:
             writer.write(
                 conn.send(
                     h11.Response(
-                        status_code=error.status,
+                        status_code=status,
                         headers=[*_JSON, ("Content-Length", str(len(data))), ("Connection", "close")],
                     )
                 )

@@ -1,8 +1,9 @@
 """`mcp-token-broker`: the headless command line.
 
-Every failure is one line on stderr and a non-zero exit status (2 usage,
-3 local storage, 4 login flow, 5 remote server, 1 anything else); never a
-traceback unless MCP_TOKEN_BROKER_DEBUG=1.
+Every failure is one line on stderr and a non-zero exit status, the one
+`broker.codes` gives the error's code (2 usage, 3 local storage, 4 login
+flow, 5 remote server, ...; the service's errors arrive as `ServiceError`s
+with its code); never a traceback unless MCP_TOKEN_BROKER_DEBUG=1.
 
 Heavy modules (httpx, keyring, cryptography) are imported inside the
 commands, so `--help` and `--version` stay fast.
@@ -194,22 +195,6 @@ def _read_line_in_thread() -> asyncio.Future[str]:
     return fut
 
 
-_EXIT_FOR_CODE = {
-    "unknown_connection": 2,
-    "bad_request": 2,
-    "storage_error": 3,
-    "flow_error": 4,
-    "cancelled": 4,
-    "remote_error": 5,
-    "refresh_failed": 5,
-    "access_denied": 7,
-    "answer_refused": 7,
-    "identity_changed": 7,
-    "authorization_required": 8,
-    "no_service": 6,
-}
-
-
 def _service() -> Any:
     """A client of the running service, or None when none runs."""
     from .client import BrokerClient
@@ -219,27 +204,19 @@ def _service() -> Any:
 
 
 def _require_service() -> Any:
+    from .errors import ServiceUnavailable
     from .wire import NO_SERVICE
 
     service = _service()
     if service is None:
-        raise _ServiceFailed("no_service", NO_SERVICE)
+        raise ServiceUnavailable(NO_SERVICE)
     return service
 
 
-class _ServiceFailed(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 def _call(client: Any, method: str, path: str, body: Any = None, **kw: Any) -> Any:
-    from .client import ServiceError
-
-    try:
-        return client.request(method, path, body, **kw)
-    except ServiceError as exc:
-        raise _ServiceFailed(exc.code, exc.message) from None
+    """One request to the service. Its errors are `ServiceError`s, which `main`
+    reports like any `BrokerError`: the exit status comes from their code."""
+    return client.request(method, path, body, **kw)
 
 
 # -- commands -----------------------------------------------------------------
@@ -337,16 +314,22 @@ def _connect_via_service(service: Any, name: str, mode: str, on_event: Any, time
                 break
             if time.monotonic() > deadline:
                 _call(service, "DELETE", f"/v1/flows/{flow_id}")
-                raise _ServiceFailed("flow_error", f"no answer from the browser within {timeout:g} s")
+                from .errors import FlowTimeout
+
+                raise FlowTimeout(f"no answer from the browser within {timeout:g} s")
     except KeyboardInterrupt:
         _call(service, "DELETE", f"/v1/flows/{flow_id}")
         raise
     if state["error"]:
-        raise _ServiceFailed(state["error"]["error"], state["error"]["message"])
+        from .errors import ServiceError
+
+        raise ServiceError(0, state["error"]["error"], state["error"]["message"])
     return _call(service, "GET", f"/v1/connections/{quote(name)}")
 
 
 def _paste_in_background(service: Any, flow_id: str) -> None:
+    from .errors import BrokerError
+
     def run() -> None:
         while True:
             line = sys.stdin.readline()
@@ -355,7 +338,7 @@ def _paste_in_background(service: Any, flow_id: str) -> None:
             if line.strip():
                 try:
                     _call(service, "POST", f"/v1/flows/{flow_id}/paste", {"url": line.strip()})
-                except (_ServiceFailed, OSError):
+                except (BrokerError, OSError):
                     return
 
     threading.Thread(target=run, name="paste", daemon=True).start()
@@ -542,7 +525,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_proxy(args: argparse.Namespace) -> int:
-    from .client import BrokerClient, ServiceError, ServiceUnavailable, quote
+    from .client import BrokerClient, ServiceUnavailable, quote
     from .hardening import harden_process
     from .proxy import run_proxy
 
@@ -553,9 +536,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     except ServiceUnavailable:
         from .wire import NO_SERVICE
 
-        raise _ServiceFailed("no_service", NO_SERVICE) from None
-    except ServiceError as exc:
-        raise _ServiceFailed(exc.code, exc.message) from None
+        raise ServiceUnavailable(NO_SERVICE) from None
     import anyio
 
     anyio.run(run_proxy, args.name, view["server_url"])
@@ -680,12 +661,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return COMMANDS[args.command](args)
-    except BrokerError as exc:
+    except BrokerError as exc:  # the service's errors too (ServiceError)
         _err(str(exc))
         return exc.exit_code
-    except _ServiceFailed as exc:
-        _err(str(exc))
-        return _EXIT_FOR_CODE.get(exc.code, 1)
     except KeyboardInterrupt:
         _err("cancelled")
         return 130

@@ -10,30 +10,21 @@ Before a byte is sent, the socket's directories and the listener's UID are
 checked (`broker.wire`); a socket another user could control raises
 `UnsafeSocketDir` or `UntrustedListener` (storage errors), never
 `ServiceUnavailable`, so callers cannot mistake it for "no service".
+
+Every error is a `broker.errors.BrokerError`: `ServiceUnavailable`, or a
+`ServiceError` whose `code` is the API's and whose `exit_code` comes from
+`broker.codes` (both names stay importable from here).
 """
 
 from __future__ import annotations
 
 import json
 
+from .errors import ServiceError, ServiceUnavailable
 from .socketpath import socket_location
 from .wire import BadAnswer, Unavailable, exchange
 
 __all__ = ["BrokerClient", "ServiceError", "ServiceUnavailable", "quote"]
-
-
-class ServiceUnavailable(Exception):
-    """No broker service answers on the socket."""
-
-
-class ServiceError(Exception):
-    """The service answered with an error: `code` is the API's error code."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 class BrokerClient:

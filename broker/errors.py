@@ -1,16 +1,22 @@
 """Every error the broker raises on purpose.
 
-One tree, split by whose fault it is, so that callers (the CLI, later the
-socket API and the GUI) can decide what to tell the user:
+One tree, split by whose fault it is, so that callers (the CLI, the socket
+API, the GUI) can decide what to tell the user. Each class has a `code`, the
+API's `error` string: `broker.codes` maps it to the HTTP status the API
+answers with and to the exit status (`exit_code`) the CLI ends with.
 
-    BrokerError
-    ├── UsageError                  the user asked for something impossible
+    BrokerError                     error
+    ├── UsageError                  bad_request             the user asked for something impossible
     │   ├── InvalidName
     │   ├── InvalidURL
-    │   ├── UnknownConnection
-    │   ├── ConnectionExists
+    │   ├── UnknownConnection       unknown_connection
+    │   └── ConnectionExists
+    ├── AuthorizationRequired       authorization_required  the connection needs `connect` (again)
     │   └── NotConnected
-    ├── StorageError                local state cannot be read or written
+    ├── ClientRefused               access_denied           this client may not have the token
+    │   ├── AnswerRefused           answer_refused          an approval answer that is not accepted
+    │   └── IdentityChanged         identity_changed        the peer exec'd or exited since it connected
+    ├── StorageError                storage_error           local state cannot be read or written
     │   ├── KeyringUnavailable
     │   ├── KeyFileError
     │   ├── VaultCorrupt
@@ -22,28 +28,42 @@ socket API and the GUI) can decide what to tell the user:
     │   ├── UnsafeSocketDir         a directory on the socket's path is not private to you
     │   ├── SocketPathTooLong
     │   └── UntrustedListener       the socket's listener runs as another user
-    ├── FlowError                   the interactive login did not complete
+    ├── FlowError                   flow_error              the interactive login did not complete
     │   ├── FlowTimeout
     │   ├── FlowCancelled
     │   ├── RedirectPortUnavailable
     │   └── BrowserRefused
-    └── RemoteError                 a server misbehaved or said no
-        ├── NetworkError
-        ├── ResponseTooLarge
-        ├── BadResponse
-        ├── UnsafeEndpoint
-        ├── DiscoveryError
-        │   ├── IssuerMismatch
-        │   ├── ResourceMismatch
-        │   └── PKCEUnsupported
-        ├── CallbackRejected        forged or mixed-up authorization response
-        │   ├── StateMismatch
-        │   └── IssuerMismatchInCallback
-        ├── RegistrationError
-        └── OAuthError              a standard `error=` code from the server
-            ├── AccessDenied
-            ├── InvalidGrant
-            └── InvalidClient
+    ├── RemoteError                 remote_error            a server misbehaved or said no
+    │   ├── NetworkError
+    │   ├── ResponseTooLarge
+    │   ├── BadResponse
+    │   ├── UnsafeEndpoint
+    │   ├── DiscoveryError
+    │   │   ├── IssuerMismatch
+    │   │   ├── ResourceMismatch
+    │   │   └── PKCEUnsupported
+    │   ├── CallbackRejected        forged or mixed-up authorization response
+    │   │   ├── StateMismatch
+    │   │   └── IssuerMismatchInCallback
+    │   ├── RegistrationError
+    │   ├── RefreshError            refresh_failed          no fresh token, and the held one is too close to expiry
+    │   └── OAuthError              a standard `error=` code from the server
+    │       ├── AccessDenied
+    │       ├── InvalidGrant
+    │       └── InvalidClient
+    ├── AlreadyRunning              already_running         another service holds the socket
+    ├── ApiError                    (its own code)          a socket API request for nothing there:
+    │                                                       not_found, method_not_allowed, unknown_flow,
+    │                                                       unknown_grant, unknown_approval, no_ui
+    ├── ServiceUnavailable          no_service              (client side) no service answers on the socket
+    └── ServiceError                (the answer's code)     (client side) the service answered with an error
+
+Besides private control-flow signals that never leave their module (their
+names start with `_`), only two exceptions live elsewhere, on purpose: `broker.wire`'s `Unavailable`
+and `BadAnswer`. The stdlib-only `token` path must not load this module on
+success, so the wire raises plain exceptions, which `broker.client` turns
+into `ServiceUnavailable` and `ServiceError` and the fast path into exit
+statuses from `broker.codes`; they never reach anyone else.
 
 Messages are written for the person at the terminal. They never contain a
 token, a client secret or a code verifier: values that come from a server are
@@ -52,50 +72,61 @@ shortened and stripped of control characters by `describe_remote_text`.
 
 from __future__ import annotations
 
+from .codes import exit_for
+
 __all__ = [
+    "AccessDenied",
+    "AlreadyRunning",
+    "AnswerRefused",
+    "ApiError",
+    "AuthorizationRequired",
+    "BadResponse",
     "BrokerError",
-    "UsageError",
-    "InvalidName",
-    "InvalidURL",
-    "UnknownConnection",
+    "BrowserRefused",
+    "CallbackRejected",
+    "ClientRefused",
     "ConnectionExists",
-    "NotConnected",
-    "StorageError",
-    "KeyringUnavailable",
-    "KeyFileError",
-    "VaultCorrupt",
-    "SettingsCorrupt",
-    "SettingsMismatch",
-    "VaultKeyMismatch",
-    "VaultLocked",
-    "SchemaTooNew",
-    "UnsafeSocketDir",
-    "SocketPathTooLong",
-    "UntrustedListener",
+    "DiscoveryError",
+    "FlowCancelled",
     "FlowError",
     "FlowTimeout",
-    "FlowCancelled",
-    "RedirectPortUnavailable",
-    "BrowserRefused",
-    "RemoteError",
-    "NetworkError",
-    "ResponseTooLarge",
-    "BadResponse",
-    "UnsafeEndpoint",
-    "DiscoveryError",
-    "IssuerMismatch",
-    "ResourceMismatch",
-    "PKCEUnsupported",
-    "CallbackRejected",
-    "StateMismatch",
-    "IssuerMismatchInCallback",
-    "RegistrationError",
-    "OAuthError",
-    "AccessDenied",
-    "InvalidGrant",
+    "IdentityChanged",
     "InvalidClient",
-    "oauth_error",
+    "InvalidGrant",
+    "InvalidName",
+    "InvalidURL",
+    "IssuerMismatch",
+    "IssuerMismatchInCallback",
+    "KeyFileError",
+    "KeyringUnavailable",
+    "NetworkError",
+    "NotConnected",
+    "OAuthError",
+    "PKCEUnsupported",
+    "RedirectPortUnavailable",
+    "RefreshError",
+    "RegistrationError",
+    "RemoteError",
+    "ResourceMismatch",
+    "ResponseTooLarge",
+    "SchemaTooNew",
+    "ServiceError",
+    "ServiceUnavailable",
+    "SettingsCorrupt",
+    "SettingsMismatch",
+    "SocketPathTooLong",
+    "StateMismatch",
+    "StorageError",
+    "UnknownConnection",
+    "UnsafeEndpoint",
+    "UnsafeSocketDir",
+    "UntrustedListener",
+    "UsageError",
+    "VaultCorrupt",
+    "VaultKeyMismatch",
+    "VaultLocked",
     "describe_remote_text",
+    "oauth_error",
 ]
 
 _MAX_REMOTE_TEXT = 200
@@ -114,12 +145,17 @@ def describe_remote_text(value: object, limit: int = _MAX_REMOTE_TEXT) -> str:
 class BrokerError(Exception):
     """Base of every error the broker raises deliberately."""
 
-    #: Process exit status the CLI uses for this kind of error.
-    exit_code = 1
+    #: The API's `error` code for this kind of error (a key of `broker.codes.CODES`).
+    code: str = "error"
+
+    @property
+    def exit_code(self) -> int:
+        """Process exit status the CLI uses for this error (from `broker.codes`)."""
+        return exit_for(self.code)
 
 
 class UsageError(BrokerError):
-    exit_code = 2
+    code = "bad_request"
 
 
 class InvalidName(UsageError):
@@ -131,6 +167,8 @@ class InvalidURL(UsageError):
 
 
 class UnknownConnection(UsageError):
+    code = "unknown_connection"
+
     def __init__(self, name: str) -> None:
         super().__init__(f"no connection named {name!r}; `mcp-token-broker list` shows them")
         self.name = name
@@ -142,14 +180,38 @@ class ConnectionExists(UsageError):
         self.name = name
 
 
-class NotConnected(UsageError):
+class AuthorizationRequired(BrokerError):
+    """No token can be served until the user runs `connect` (again)."""
+
+    code = "authorization_required"
+
+
+class NotConnected(AuthorizationRequired):
     def __init__(self, name: str, reason: str = "has no tokens") -> None:
         super().__init__(f"connection {name!r} {reason}; run `mcp-token-broker connect {name}`")
         self.name = name
 
 
+class ClientRefused(BrokerError):
+    """This client may not have the token: the policy or a grant says no."""
+
+    code = "access_denied"
+
+
+class AnswerRefused(ClientRefused):
+    """An answer to an approval that is not accepted (see `BrokerService.answer_approval`)."""
+
+    code = "answer_refused"
+
+
+class IdentityChanged(ClientRefused):
+    """The process on a socket connection exec'd or exited since it connected."""
+
+    code = "identity_changed"
+
+
 class StorageError(BrokerError):
-    exit_code = 3
+    code = "storage_error"
 
 
 class KeyringUnavailable(StorageError):
@@ -204,7 +266,7 @@ class UntrustedListener(StorageError):
 
 
 class FlowError(BrokerError):
-    exit_code = 4
+    code = "flow_error"
 
 
 class FlowTimeout(FlowError):
@@ -224,7 +286,7 @@ class BrowserRefused(FlowError):
 
 
 class RemoteError(BrokerError):
-    exit_code = 5
+    code = "remote_error"
 
 
 class NetworkError(RemoteError):
@@ -275,6 +337,12 @@ class RegistrationError(RemoteError):
     pass
 
 
+class RefreshError(RemoteError):
+    """A refresh failed (the network, a 5xx) and the token held is too close to expiry to serve."""
+
+    code = "refresh_failed"
+
+
 class OAuthError(RemoteError):
     """A server answered with an RFC 6749 `error` code."""
 
@@ -312,3 +380,36 @@ def oauth_error(error: str, description: str | None = None, *, where: str = "aut
     """Build the most specific `OAuthError` subclass for an `error` code."""
     cls = _OAUTH_ERRORS.get(error, OAuthError)
     return cls(error, description, where=where)
+
+
+class AlreadyRunning(BrokerError):
+    """Another broker service already serves (or holds the lock of) the socket."""
+
+    code = "already_running"
+
+
+class ApiError(BrokerError):
+    """A socket API request for something that is not there (an endpoint, a
+    method, a flow, a grant, an approval, a window): `code` says which."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code  # a key of broker.codes.CODES (tests/test_errors.py checks every use)
+
+
+class ServiceUnavailable(BrokerError):
+    """No broker service answers on the socket (client side)."""
+
+    code = "no_service"
+
+
+class ServiceError(BrokerError):
+    """The service answered with an error (client side): `code` is the API's
+    error code, `status` the HTTP status (0: no error answer: none came, or a
+    login flow ended with this error)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message

@@ -8,13 +8,15 @@ when they happen. Before sending, `broker.wire` checks the socket's
 directories and the listener's UID (a few `lstat`s and one `getsockopt`).
 
 `run` returns None for arguments it does not understand, so the full CLI can
-report them properly.
+report them properly. Exit statuses come from `broker.codes`, the table the
+rest of the CLI uses too.
 """
 
 from __future__ import annotations
 
 import sys
 
+from .codes import exit_for
 from .socketpath import socket_location
 from .wire import NO_SERVICE, BadAnswer, Unavailable, exchange
 
@@ -22,7 +24,6 @@ __all__ = ["run"]
 
 PROG = "mcp-token-broker"
 APPROVAL_WAIT = 120.0
-_EXIT = {"unknown_connection": 2, "bad_request": 2, "access_denied": 7, "identity_changed": 7, "authorization_required": 8, "refresh_failed": 9}
 _SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-~")
 
 
@@ -63,10 +64,10 @@ def run(args: list[str]) -> int | None:
         status, body = exchange(socket_path, "GET", path, timeout=APPROVAL_WAIT, base=base)
     except Unavailable:
         sys.stderr.write(f"{PROG}: {NO_SERVICE}\n")
-        return 6
+        return exit_for("no_service")
     except (BadAnswer, OSError) as exc:
         sys.stderr.write(f"{PROG}: the broker did not answer properly ({exc})\n")
-        return 1
+        return exit_for("bad_response")
     except Exception as exc:
         # Imported only now: importing it costs as much as this whole path.
         from .errors import BrokerError
@@ -84,7 +85,7 @@ def run(args: list[str]) -> int | None:
         except (ValueError, AttributeError):
             code, message = "error", f"the broker answered HTTP {status}"
         sys.stderr.write(f"{PROG}: {message}\n")
-        return _EXIT.get(code, 1)
+        return exit_for(code)
     token = body.decode("ascii", "replace").strip()
     if command == "headers":
         if set(token) <= _SAFE:  # JWTs and opaque tokens: nothing to escape

@@ -1,17 +1,24 @@
 """URL routes of the socket API (the names are the contract; see
-docs/socket-api.md)."""
+docs/socket-api.md).
+
+The HTTP side of the service: a route parses the request, calls the service,
+and turns what it returns into an answer; every `BrokerError` becomes an
+error answer with the status `broker.codes` gives its code. The service
+never sees a status; it reaches this module only through `BrokerService.handle`.
+"""
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
-from .api import ApiError, ApiRequest, PlainText
+from .api import ApiRequest, PlainText, error_body
+from .codes import status_for
+from .errors import ApiError, BrokerError, UsageError
 
 if TYPE_CHECKING:
     from .service import BrokerService
 
-__all__ = ["route"]
+__all__ = ["error_answer", "route"]
 
 _MODES = ("browser", "no-browser", "paste")
 
@@ -23,9 +30,9 @@ def _int_param(request: ApiRequest, name: str, default: int, low: int, high: int
     try:
         value = int(raw)
     except ValueError:
-        raise ApiError(400, "bad_request", f"{name} must be a whole number of seconds") from None
+        raise UsageError(f"{name} must be a whole number of seconds") from None
     if not low <= value <= high:
-        raise ApiError(400, "bad_request", f"{name} must be between {low} and {high}")
+        raise UsageError(f"{name} must be between {low} and {high}")
     return value
 
 
@@ -33,19 +40,32 @@ def _body(request: ApiRequest) -> dict[str, Any]:
     if request.body is None:
         return {}
     if not isinstance(request.body, dict):
-        raise ApiError(400, "bad_request", "the body must be a JSON object")
+        raise UsageError("the body must be a JSON object")
     return request.body
 
 
 def _method(request: ApiRequest, *allowed: str) -> None:
     if request.method not in allowed:
-        raise ApiError(405, "method_not_allowed", f"{request.method} is not allowed here")
+        raise ApiError("method_not_allowed", f"{request.method} is not allowed here")
+
+
+def error_answer(exc: BrokerError) -> tuple[int, dict[str, str]]:
+    """The answer to a request that failed with `exc`."""
+    return status_for(exc.code), error_body(exc.code, str(exc))
 
 
 async def route(service: BrokerService, request: ApiRequest) -> tuple[int, Any]:
+    """Answer one request: (status, JSON-able body or `PlainText`)."""
+    try:
+        return await _route(service, request)
+    except BrokerError as exc:
+        return error_answer(exc)
+
+
+async def _route(service: BrokerService, request: ApiRequest) -> tuple[int, Any]:
     seg = request.segments
     if not seg or seg[0] != "v1":
-        raise ApiError(404, "not_found", "unknown endpoint; see docs/socket-api.md")
+        raise ApiError("not_found", "unknown endpoint; see docs/socket-api.md")
     seg = seg[1:]
     match seg:
         case ("health",):
@@ -83,7 +103,7 @@ async def route(service: BrokerService, request: ApiRequest) -> tuple[int, Any]:
             _method(request, "POST")
             mode = _body(request).get("mode", "browser")
             if mode not in _MODES:
-                raise ApiError(400, "bad_request", f"mode must be one of {', '.join(_MODES)}")
+                raise UsageError(f"mode must be one of {', '.join(_MODES)}")
             flow = service.start_flow(name, mode)
             return 202, flow.to_json()
         case ("connections", name, "disconnect"):
@@ -92,27 +112,22 @@ async def route(service: BrokerService, request: ApiRequest) -> tuple[int, Any]:
         case ("flows", flow_id):
             if request.method == "DELETE":
                 flow = service.flow(flow_id)
-                if flow.task is not None and not flow.task.done():
-                    flow.task.cancel()
+                flow.cancel()
                 return 200, flow.to_json()
             _method(request, "GET")
             flow = service.flow(flow_id)
             after = _int_param(request, "after", 0, 0, 1_000_000)
             wait = _int_param(request, "wait", 0, 0, 60)
             if wait and not flow.done and len(flow.events) <= after:
-                flow.changed.clear()
-                try:
-                    await asyncio.wait_for(flow.changed.wait(), wait)
-                except TimeoutError:
-                    pass
+                await flow.wait_changed(wait)
             return 200, flow.to_json(after)
         case ("flows", flow_id, "paste"):
             _method(request, "POST")
             url = _body(request).get("url")
             if not isinstance(url, str) or not url:
-                raise ApiError(400, "bad_request", "send {\"url\": \"<the address the browser ended on>\"}")
+                raise UsageError("send {\"url\": \"<the address the browser ended on>\"}")
             flow = service.flow(flow_id)
-            flow.pasted.put_nowait(url)
+            flow.paste(url)
             return 202, {"queued": True}
         case ("grants",):
             _method(request, "GET")
@@ -121,7 +136,7 @@ async def route(service: BrokerService, request: ApiRequest) -> tuple[int, Any]:
             _method(request, "DELETE")
             grant = service.grants.revoke(grant_id)
             if grant is None:
-                raise ApiError(404, "unknown_grant", f"no grant {grant_id!r}")
+                raise ApiError("unknown_grant", f"no grant {grant_id!r}")
             return 200, {"revoked": grant.to_json()}
         case ("ui", "show"):
             _method(request, "POST")
@@ -141,4 +156,4 @@ async def route(service: BrokerService, request: ApiRequest) -> tuple[int, Any]:
                 answerer=request.peer.identity,  # who answers: refused if related to the requester
             )
             return 200, {"answered": approval_id}
-    raise ApiError(404, "not_found", "unknown endpoint; see docs/socket-api.md")
+    raise ApiError("not_found", "unknown endpoint; see docs/socket-api.md")

@@ -49,16 +49,21 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .api import AlreadyRunning, ApiError, ApiRequest, ApiServer
+from .api import ApiRequest, ApiServer
 from .atomic import file_lock
 from .audit import AuditLog
 from .config import Config, save_config
 from .engine import ConnectMode, Engine, FlowEvent
 from .errors import (
+    AlreadyRunning,
+    AnswerRefused,
+    ApiError,
+    AuthorizationRequired,
     BrokerError,
+    ClientRefused,
     InvalidClient,
     InvalidGrant,
-    NotConnected,
+    RefreshError,
     RemoteError,
     SettingsMismatch,
     StorageError,
@@ -86,7 +91,6 @@ from .identity import ClientIdentity, ancestors
 from .notify import notify_desktop
 from .model import ConnectionSettings, ConnectionState, check_binding, orphan_view, public_view
 from .paths import Paths
-from .routes import route
 from .schedule import Scheduler, backoff_delay, is_fresh, refresh_deadline, refresh_due_at, refresh_margin
 from .secret import Secret
 from .store import Store
@@ -104,10 +108,8 @@ REJECTED_INTERVAL = 30.0
 _HEX = frozenset("0123456789abcdef")
 
 
-class _RefreshError(Exception):
-    def __init__(self, api_error: ApiError) -> None:
-        super().__init__(api_error.message)
-        self.api_error = api_error
+#: What a refresh raises when it yields no token; `token_for` may still serve the held one.
+_REFRESH_FAILURES = (AuthorizationRequired, RefreshError)
 
 
 @dataclass
@@ -120,13 +122,39 @@ class Flow:
     events: list[dict[str, Any]] = field(default_factory=list)
     done: bool = False
     error: dict[str, str] | None = None
+    #: The login's task (await it to wait for the end; `cancel()` ends it).
     task: asyncio.Task[Any] | None = None
-    pasted: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _pasted: asyncio.Queue[str] = field(default_factory=asyncio.Queue, init=False, repr=False)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
 
     def push(self, event: dict[str, Any]) -> None:
         self.events.append(event)
-        self.changed.set()
+        self._changed.set()
+
+    def finish(self) -> None:
+        self.done = True
+        self._changed.set()
+
+    def cancel(self) -> None:
+        """End the login if it still runs (its error becomes `cancelled`)."""
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    def paste(self, url: str) -> None:
+        """Hand the login the address the browser ended on (`paste` mode)."""
+        self._pasted.put_nowait(url)
+
+    async def next_paste(self) -> str:
+        return await self._pasted.get()
+
+    async def wait_changed(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for an event or the end; False if none came."""
+        self._changed.clear()
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     def to_json(self, after: int = 0) -> dict[str, Any]:
         return {
@@ -149,20 +177,6 @@ def _with_tokens_of(stored: ConnectionState, held: ConnectionState) -> Connectio
         reauth_required=held.reauth_required,
         rotation_seen=held.rotation_seen,
     )
-
-
-def _error_code(exc: BrokerError) -> ApiError:
-    if isinstance(exc, UnknownConnection):
-        return ApiError(404, "unknown_connection", str(exc))
-    if isinstance(exc, NotConnected):
-        return ApiError(409, "authorization_required", str(exc))
-    if isinstance(exc, UsageError):
-        return ApiError(400, "bad_request", str(exc))
-    if isinstance(exc, StorageError):
-        return ApiError(500, "storage_error", str(exc))
-    if isinstance(exc, RemoteError):
-        return ApiError(502, "remote_error", str(exc))
-    return ApiError(500, "flow_error" if exc.exit_code == 4 else "error", str(exc))
 
 
 class BrokerService:
@@ -197,6 +211,10 @@ class BrokerService:
         self.events = events or EventBus()
         self.audit = audit or AuditLog(paths.state_dir / "audit.log", clock=clock)
         self.grants = grants or Grants(paths.config_dir / "grants.json", clock=clock)
+        # Imported here, not at the top: routes depends on the service, never the reverse.
+        from .routes import route
+
+        self._route = route
         self.api = ApiServer(self.handle, socket_path, **(api_options or {}))
         self.api.on_identity_changed = self._identity_changed
         self.scheduler = Scheduler(self._fire_refresh, clock=clock, max_sleep=max_sleep)
@@ -270,8 +288,7 @@ class BrokerService:
                 await self._scheduler_task
         await self.api.close()
         for flow in self._flows.values():
-            if flow.task is not None and not flow.task.done():
-                flow.task.cancel()
+            flow.cancel()
         if self._inflight:
             # A refresh in flight may be between the grant and the vault write:
             # let it land, or the rotated refresh token would be lost.
@@ -345,7 +362,7 @@ class BrokerService:
     def _require(self, name: str) -> ConnectionSettings:
         settings = self._settings.get(name)
         if settings is None:
-            raise ApiError(404, "unknown_connection", f"no connection named {name!r}")
+            raise UnknownConnection(name)
         return settings
 
     def _orphan(self, name: str) -> ConnectionState | None:
@@ -497,12 +514,10 @@ class BrokerService:
         state = self._states.get(name)
         tokens = state.tokens if state else None
         if settings is None or state is None or tokens is None:
-            raise _RefreshError(ApiError(409, "authorization_required", f"{name} is not connected"))
+            raise AuthorizationRequired(f"{name} is not connected")
         if state.reauth_required or tokens.refresh_token is None or state.registration is None:
             await self._mark_reauth(name, tokens, "no usable refresh token")
-            raise _RefreshError(
-                ApiError(409, "authorization_required", f"{name} needs re-authorization: run `mcp-token-broker connect {name}`")
-            )
+            raise AuthorizationRequired(f"{name} needs re-authorization: run `mcp-token-broker connect {name}`")
         used = tokens.refresh_token
         self.events.emit(RefreshStarted(name))
         try:
@@ -511,11 +526,11 @@ class BrokerService:
             # Nothing was sent: the settings would have redirected the secrets.
             log.warning("%s", exc)
             await self._mark_reauth(name, tokens, str(exc))
-            raise _RefreshError(ApiError(409, "authorization_required", str(exc))) from None
+            raise AuthorizationRequired(str(exc)) from None
         except (InvalidGrant, InvalidClient) as exc:
             await self._mark_reauth(name, tokens, f"the refresh was refused ({exc.error})", drop_registration=isinstance(exc, InvalidClient))
-            raise _RefreshError(
-                ApiError(409, "authorization_required", f"{name} needs re-authorization ({exc.error}): run `mcp-token-broker connect {name}`")
+            raise AuthorizationRequired(
+                f"{name} needs re-authorization ({exc.error}): run `mcp-token-broker connect {name}`"
             ) from None
         except RemoteError as exc:
             reason = str(exc)
@@ -530,7 +545,7 @@ class BrokerService:
             await self._persist(name, lambda st: replace(st, last_error=reason))
             self.events.emit(RefreshFailed(name, reason, retry_at))
             log.warning("refreshing %s failed (%s); retrying in %.0f s", name, reason, retry_at - self.clock())
-            raise _RefreshError(ApiError(503, "refresh_failed", f"refreshing {name} failed: {reason}")) from None
+            raise RefreshError(f"refreshing {name} failed: {reason}") from None
 
         now = int(self.clock())
         rotated = new.refresh_token is not None and new.refresh_token != used
@@ -554,7 +569,7 @@ class BrokerService:
         if not landed:
             current = self._states.get(name)
             if current is None or current.tokens is None:
-                raise _RefreshError(ApiError(409, "authorization_required", f"{name} was disconnected"))
+                raise AuthorizationRequired(f"{name} was disconnected")
             return current.tokens
         self._failures.pop(name, None)
         self._retry_at.pop(name, None)
@@ -598,7 +613,7 @@ class BrokerService:
         if not decision:
             self.audit.record(connection=name, client=client, outcome="denied")
             self.events.emit(AccessDenied(name, client.name, client.app_pid or client.pid, "no grant"))
-            raise ApiError(403, "access_denied", f"{client.name} may not have {name}'s token")
+            raise ClientRefused(f"{client.name} may not have {name}'s token")
 
     async def _ask(self, name: str, client: ClientIdentity) -> bool:
         # Concurrent requests from the same app for the same connection share one question.
@@ -630,7 +645,7 @@ class BrokerService:
         state = self._states.get(name)
         tokens = state.tokens if state else None
         if tokens is None or state is None:
-            raise ApiError(409, "authorization_required", f"{name} is not connected: run `mcp-token-broker connect {name}`")
+            raise AuthorizationRequired(f"{name} is not connected: run `mcp-token-broker connect {name}`")
         if state.binding is not None:
             # `proxy` sends the token to the settings' server URL: only while
             # the settings agree with the vault. (A record from before bindings
@@ -639,7 +654,7 @@ class BrokerService:
                 check_binding(settings, state)
             except SettingsMismatch as exc:
                 self.audit.record(connection=name, client=client, outcome="failed", detail="settings_mismatch")
-                raise ApiError(409, "authorization_required", str(exc)) from None
+                raise AuthorizationRequired(str(exc)) from None
         now = self.clock()
         if state.reauth_required:
             # No refresh is possible; the access token serves while it is good enough.
@@ -650,7 +665,7 @@ class BrokerService:
                         check_binding(settings, state)
                     except SettingsMismatch as exc:
                         message = str(exc)
-                raise ApiError(409, "authorization_required", message)
+                raise AuthorizationRequired(message)
         elif tokens.expires_at is not None:
             remaining = tokens.expires_at - now
             margin = refresh_margin(max(1.0, tokens.expires_at - tokens.obtained_at), self.min_margin)
@@ -664,10 +679,10 @@ class BrokerService:
             if need and not (backing_off and good_enough):
                 try:
                     tokens = await asyncio.shield(self.refresh(name))
-                except _RefreshError as exc:
+                except _REFRESH_FAILURES as exc:
                     if not good_enough:
-                        self.audit.record(connection=name, client=client, outcome="failed", detail=exc.api_error.code)
-                        raise exc.api_error from None
+                        self.audit.record(connection=name, client=client, outcome="failed", detail=exc.code)
+                        raise
         self.audit.record(connection=name, client=client, outcome="served")
         if self.events.has_subscribers:
             self.events.emit(TokenServed(name, client.name, client.app_pid or client.pid))
@@ -680,7 +695,7 @@ class BrokerService:
         The hash proves the reporter held the token; a stale one does nothing."""
         self._require(name)
         if not isinstance(token_sha256, str) or len(token_sha256) != 64 or not _HEX.issuperset(token_sha256.lower()):
-            raise ApiError(400, "bad_request", 'send {"token_sha256": "<SHA-256 of the rejected access token, 64 hex digits>"}')
+            raise UsageError('send {"token_sha256": "<SHA-256 of the rejected access token, 64 hex digits>"}')
         state = self._states.get(name)
         tokens = state.tokens if state else None
         if tokens is None:
@@ -697,10 +712,7 @@ class BrokerService:
             self._rejected_at[name] = now
             log.info("%s reported %s's token rejected; refreshing", client.name, name)
             task = self.refresh(name)
-        try:
-            new = await asyncio.shield(task)
-        except _RefreshError as exc:
-            raise exc.api_error from None
+        new = await asyncio.shield(task)  # or its AuthorizationRequired / RefreshError
         return {"refreshed": True, "expires_at": new.expires_at}
 
     # -- admin operations -----------------------------------------------------
@@ -735,16 +747,14 @@ class BrokerService:
 
         async def run() -> None:
             try:
-                await self.engine.connect(name, mode=mode, on_event=on_event, read_pasted_url=flow.pasted.get)
+                await self.engine.connect(name, mode=mode, on_event=on_event, read_pasted_url=flow.next_paste)
             except asyncio.CancelledError:
                 flow.error = {"error": "cancelled", "message": "the login was cancelled"}
                 raise
             except BrokerError as exc:
-                api_error = _error_code(exc)
-                flow.error = {"error": api_error.code, "message": str(exc)}
+                flow.error = {"error": exc.code, "message": str(exc)}
             finally:
-                flow.done = True
-                flow.changed.set()
+                flow.finish()
                 self.events.emit(FlowFinished(name, flow.id, flow.error))
                 self._reload()
                 self._failures.pop(name, None)
@@ -763,7 +773,7 @@ class BrokerService:
     def flow(self, flow_id: str) -> Flow:
         flow = self._flows.get(flow_id)
         if flow is None:
-            raise ApiError(404, "unknown_flow", f"no login flow {flow_id!r}")
+            raise ApiError("unknown_flow", f"no login flow {flow_id!r}")
         return flow
 
     async def _quiesce(self, name: str) -> None:
@@ -816,10 +826,10 @@ class BrokerService:
         from the requester or a process related to it, and without the right
         one-time code; the third wrong code refuses the request itself."""
         if decision not in DECISIONS:
-            raise ApiError(400, "bad_request", f"decision must be one of {', '.join(DECISIONS)}")
+            raise UsageError(f"decision must be one of {', '.join(DECISIONS)}")
         request = next((r for r in self._approvals.values() if r.id == approval_id and not r.answered), None)
         if request is None:
-            raise ApiError(404, "unknown_approval", f"no pending approval {approval_id!r}")
+            raise ApiError("unknown_approval", f"no pending approval {approval_id!r}")
         if not request.needs_code:
             refusal = "this broker asks in its desktop app: answer in its window"
         elif self._related(request, answerer):
@@ -841,7 +851,7 @@ class BrokerService:
             detail=refusal,
             fields={"decision": decision, "answered_by": answerer.describe(), "answered_by_pid": answerer.app_pid or answerer.pid},
         )
-        raise ApiError(403, "answer_refused", refusal)
+        raise AnswerRefused(refusal)
 
     @staticmethod
     def _related(request: ApprovalRequest, answerer: ClientIdentity) -> bool:
@@ -877,18 +887,16 @@ class BrokerService:
     def _identity_changed(self, identity: ClientIdentity, problem: str) -> None:
         self.audit.record(connection=None, client=identity, outcome="identity_changed", detail=f"the process {problem}")
 
-    # -- HTTP routing ---------------------------------------------------------
+    # -- the socket API ---------------------------------------------------------
 
     async def handle(self, request: ApiRequest) -> tuple[int, Any]:
-        try:
-            return await route(self, request)
-        except BrokerError as exc:
-            error = _error_code(exc)
-            return error.status, {"error": error.code, "message": error.message}
+        """Answer one socket API request: `broker.routes` parses it, calls this
+        service, and turns its `BrokerError`s into error answers."""
+        return await self._route(self, request)
 
     def show_window(self) -> None:
         if not self.ui:
-            raise ApiError(409, "no_ui", "this broker runs headless (mcp-token-broker serve); it has no window")
+            raise ApiError("no_ui", "this broker runs headless (mcp-token-broker serve); it has no window")
         self.events.emit(ShowRequested())
 
     def health(self) -> dict[str, Any]:

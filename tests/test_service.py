@@ -16,7 +16,7 @@ import threading
 import httpx
 import pytest
 
-from broker.api import AlreadyRunning
+from broker.errors import AlreadyRunning
 from broker.engine import Engine
 from broker.events import ClientAsked, ReauthRequired, RefreshFailed, TokenRefreshed
 from broker.keystore import FileKeyStore
