@@ -550,7 +550,12 @@ def cmd_gui(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("PySide6") is None:
         _err("the desktop app needs PySide6: pip install 'mcp-token-broker[gui]'")
         return 2
-    os.execv(sys.executable, [sys.executable, "-m", "ui", *args.gui_args])
+    from .compose import KEY_FILE_ENV
+
+    env = dict(os.environ)
+    if args.key_file:  # the app takes it from the environment, as broker.compose reads it
+        env[KEY_FILE_ENV] = args.key_file
+    os.execve(sys.executable, [sys.executable, "-m", "ui", *args.gui_args], env)
     return 0  # not reached
 
 

@@ -181,3 +181,21 @@ def test_compose_builds_what_the_setup_says(settings):
     assert service.engine.transport.limits == setup.limits
     assert resolve(policy="allow", key_file="/k").policy == "allow"
     assert resolve(key_file="/k").key_file == Path("/k")
+
+
+def test_gui_command_passes_the_key_file_on(cli, settings, spawn, tmp_path):
+    """`mcp-token-broker --key-file K gui` execs the app: K must reach it."""
+    env = {**cli.env, **settings, "MCP_TOKEN_BROKER_KEY_FILE": "", "QT_QPA_PLATFORM": "offscreen"}
+    with open(tmp_path / "gui.log", "w") as log:
+        proc = spawn(
+            [cli.exe, "--key-file", settings["MCP_TOKEN_BROKER_KEY_FILE"], "gui"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+        )
+    client = BrokerClient(settings["MCP_TOKEN_BROKER_SOCKET"], timeout=2)
+    deadline = time.monotonic() + 30  # a bound on the wait, not a measurement
+    while not client.is_running():
+        assert proc.poll() is None, (tmp_path / "gui.log").read_text()
+        assert time.monotonic() < deadline, "the app did not serve (its vault did not open?)"
+        time.sleep(0.05)
+    assert client.health()["ui"] is True
+    assert client.request("GET", "/v1/connections/demo")["status"] == "connected"
