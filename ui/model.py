@@ -18,7 +18,7 @@ from broker.status import Status
 
 from .plaintext import plain_tip
 from .icons import STATUS_ICONS, icon
-from .rows import STATUS_HELP, STATUS_TEXT, RowState, display_status, format_expires_in
+from .rows import STATUS_HELP, STATUS_TEXT, DisplayStatus, RowState, display_status, format_expires_in
 
 __all__ = ["ConnectionsModel", "COLUMNS", "SORT_ROLE", "NAME_ROLE"]
 
@@ -113,7 +113,7 @@ class ConnectionsModel(QAbstractTableModel):
         return None
 
     @staticmethod
-    def _text(row: RowState, col: int, status: str, now: float) -> str:
+    def _text(row: RowState, col: int, status: DisplayStatus, now: float) -> str:
         if col == NAME:
             return row.name
         if col == SERVER:

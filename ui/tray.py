@@ -12,14 +12,22 @@ from broker.notify import plain_for_notification
 
 from .icons import STATUS_ICONS, app_icon, icon
 from .model import ConnectionsModel
-from .rows import STATUS_TEXT, display_status
+from .rows import STATUS_TEXT, DisplayStatus, display_status
 
 __all__ = ["Tray", "overall_status"]
 
-_SEVERITY = ["reauth_required", "error", "expired", "expiring", "refreshing", "connected", "not_connected"]
+_SEVERITY = [
+    DisplayStatus.REAUTH_REQUIRED,
+    DisplayStatus.ERROR,
+    DisplayStatus.EXPIRED,
+    DisplayStatus.EXPIRING,
+    DisplayStatus.REFRESHING,
+    DisplayStatus.CONNECTED,
+    DisplayStatus.NOT_CONNECTED,
+]
 
 
-def overall_status(statuses: list[str]) -> str | None:
+def overall_status(statuses: list[DisplayStatus]) -> DisplayStatus | None:
     for status in _SEVERITY:
         if status in statuses:
             return status
@@ -60,7 +68,7 @@ class Tray(QObject):
         if summary != getattr(self, "_last_summary", None):
             self.rebuild()
 
-    def _summary(self) -> tuple[tuple[str, str], ...]:
+    def _summary(self) -> tuple[tuple[str, DisplayStatus], ...]:
         now = time.time()
         return tuple((name, display_status(self.model.row(name), now)) for name in self.model.names())  # type: ignore[arg-type]
 
