@@ -9,14 +9,13 @@ directories and the listener's UID (a few `lstat`s and one `getsockopt`).
 
 `run` returns None for arguments it does not understand, so the full CLI can
 report them properly. Exit statuses come from `broker.codes`, the table the
-rest of the CLI uses too.
+rest of the CLI uses too (loaded only on failure, like `json`).
 """
 
 from __future__ import annotations
 
 import sys
 
-from .codes import exit_for
 from .socketpath import socket_location
 from .wire import NO_SERVICE, BadAnswer, Unavailable, exchange
 
@@ -63,9 +62,13 @@ def run(args: list[str]) -> int | None:
         # Long enough for a person to answer an approval under the `ask` policy.
         status, body = exchange(socket_path, "GET", path, timeout=APPROVAL_WAIT, base=base)
     except Unavailable:
+        from .codes import exit_for
+
         sys.stderr.write(f"{PROG}: {NO_SERVICE}\n")
         return exit_for("no_service")
     except (BadAnswer, OSError) as exc:
+        from .codes import exit_for
+
         sys.stderr.write(f"{PROG}: the broker did not answer properly ({exc})\n")
         return exit_for("bad_response")
     except Exception as exc:
@@ -78,6 +81,8 @@ def run(args: list[str]) -> int | None:
         return exc.exit_code
     if status != 200:
         import json
+
+        from .codes import exit_for
 
         try:
             doc = json.loads(body)
