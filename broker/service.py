@@ -970,6 +970,4 @@ class BrokerService:
 
     def cancel_flow(self, flow_id: str) -> None:
         """Cancel a running login (the connect dialog's Cancel)."""
-        flow = self.flow(flow_id)
-        if flow.task is not None and not flow.task.done():
-            flow.task.cancel()
+        self.flow(flow_id).cancel()
