@@ -127,7 +127,8 @@ class Engine:
                 try:
                     step = flow.throw(failure) if failure is not None else flow.send(answer)
                 except StopIteration as done:
-                    return done.value  # type: ignore[no-any-return]
+                    result: T = done.value
+                    return result
                 answer, failure = None, None
                 try:
                     match step:
@@ -223,7 +224,7 @@ class Engine:
         without settings) is revoked with the vault's own endpoints."""
         if name not in self.store.load_settings() and name in self.orphans_by_name():
             return await self._remove_orphan(name)
-        warning = await self.disconnect(name)
+        warning: str | None = await self.disconnect(name)
         with self.store.transaction() as txn:
             txn.get(name)
             del txn.settings[name]
