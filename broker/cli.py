@@ -104,7 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
 
     p = sub.add_parser("gui", help="open the desktop app (runs the service inside it)")
-    p.add_argument("gui_args", nargs=argparse.REMAINDER, help="--minimized, --policy ask|allow|deny")
+    # Declared here, not passed through as a REMAINDER: argparse hands options
+    # that lead a REMAINDER to the parent parser, which refuses them.
+    p.add_argument("--minimized", action="store_true", help="start in the tray (as at login)")
+    p.add_argument("--policy", choices=("ask", "allow", "deny"), help="override the client policy for this run")
 
     p = sub.add_parser("serve", help="run the broker service in the foreground (headless)")
     p.add_argument(
@@ -555,7 +558,10 @@ def cmd_gui(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     if args.key_file:  # the app takes it from the environment, as broker.compose reads it
         env[KEY_FILE_ENV] = args.key_file
-    os.execve(sys.executable, [sys.executable, "-m", "ui", *args.gui_args], env)
+    gui_args = ["--minimized"] if args.minimized else []
+    if args.policy:
+        gui_args += ["--policy", args.policy]
+    os.execve(sys.executable, [sys.executable, "-m", "ui", *gui_args], env)
     return 0  # not reached
 
 

@@ -199,3 +199,20 @@ def test_gui_command_passes_the_key_file_on(cli, settings, spawn, tmp_path):
         time.sleep(0.05)
     assert client.health()["ui"] is True
     assert client.request("GET", "/v1/connections/demo")["status"] == "connected"
+
+
+def test_gui_command_passes_its_own_options_on(cli, settings, spawn, tmp_path):
+    """`gui --policy deny --minimized`: argparse used to refuse both ("unrecognized arguments")."""
+    env = {**cli.env, **settings, "QT_QPA_PLATFORM": "offscreen"}
+    with open(tmp_path / "gui.log", "w") as log:
+        proc = spawn(
+            [cli.exe, "gui", "--policy", "deny", "--minimized"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    client = BrokerClient(settings["MCP_TOKEN_BROKER_SOCKET"], timeout=2)
+    deadline = time.monotonic() + 30  # a bound on the wait, not a measurement
+    while not client.is_running():
+        assert proc.poll() is None, (tmp_path / "gui.log").read_text()
+        assert time.monotonic() < deadline, "the app did not serve"
+        time.sleep(0.05)
+    assert client.health()["policy"] == "deny"
