@@ -3,22 +3,44 @@
 `atomic_write` is the classic sequence: write a temp file in the same
 directory, fsync it, `os.replace` it over the target, fsync the directory.
 A kill -9 at any instant leaves the old file or the new one, never a mix.
+
+Both block (an fsync, a lock held by another process for up to 15 s), so an
+event loop calls them through `off_loop`, never directly.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import fcntl
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 from .errors import VaultLocked
 from .paths import ensure_private_dir
 
-__all__ = ["atomic_write", "file_lock", "remove_stale_temp_files"]
+__all__ = ["atomic_write", "file_lock", "off_loop", "remove_stale_temp_files"]
+
+T = TypeVar("T")
+
+
+async def off_loop(fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` on a worker thread, so that a lock wait or a disk write never
+    holds up the event loop. Once started it runs to its end: a cancellation
+    waits for it before going on, so what the caller's state says about the
+    files stays true (a write the caller no longer awaits still lands first)."""
+    work = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        await asyncio.wait([work])
+        if not work.cancelled():
+            work.exception()  # seen: the cancellation is what the caller gets
+        raise
 
 
 def atomic_write(path: Path, data: bytes) -> None:

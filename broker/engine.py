@@ -10,17 +10,24 @@ order) are generators in `broker.flows`. `Engine._drive` answers their
 steps: requests go to the transport, endpoint checks to its policy, codes
 to a `CodeReceiver` (`broker.receiver`), registrations to the vault. Views
 for `show` and `list` are built by `broker.views`.
+
+The async methods never touch the files on the event loop: reads and
+transactions go through `broker.atomic.off_loop` and `Store.update` (a
+transaction may wait up to 15 s for another process's lock). The plain
+methods (`list`, `show`, `orphans`) block; the CLI calls them directly.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, TypeVar
 
+from .atomic import off_loop
 from .browser import open_browser
 from .errors import (
     BrokerError,
@@ -54,7 +61,7 @@ from .model import (
 from .receiver import CodeReceiver, ConnectMode, EventSink, bind_listener
 from .registration import ClientRegistration, metadata_document_client
 from .secret import Secret
-from .store import Store
+from .store import Store, Transaction
 from .tokens import TokenSet, parse_token_response, refresh_request
 from .transport import Transport
 from .urls import canonical_server_url
@@ -69,7 +76,7 @@ T = TypeVar("T")
 DEFAULT_FLOW_TIMEOUT = 300.0
 
 
-def _for_server(server_url_of: Callable[..., str]) -> Callable[[Any], Any]:
+def _for_server(server_url_of: Callable[..., str | Awaitable[str]]) -> Callable[[Any], Any]:
     """Run an Engine method inside `Transport.for_server` for its connection's
     MCP server, so every request it makes obeys that server's endpoint policy
     (`broker.netpolicy`)."""
@@ -77,7 +84,10 @@ def _for_server(server_url_of: Callable[..., str]) -> Callable[[Any], Any]:
     def wrap(method: Any) -> Any:
         @functools.wraps(method)
         async def run(self: Engine, *args: Any, **kwargs: Any) -> Any:
-            async with self.transport.for_server(server_url_of(self, *args, **kwargs)):
+            url = server_url_of(self, *args, **kwargs)
+            if inspect.isawaitable(url):
+                url = await url
+            async with self.transport.for_server(url):
                 return await method(self, *args, **kwargs)
 
         return run
@@ -85,8 +95,8 @@ def _for_server(server_url_of: Callable[..., str]) -> Callable[[Any], Any]:
     return wrap
 
 
-def _named_server(engine: Engine, name: str, *_: Any, **__: Any) -> str:
-    settings = engine.store.load_settings().get(name)
+async def _named_server(engine: Engine, name: str, *_: Any, **__: Any) -> str:
+    settings = (await off_loop(engine.store.load_settings)).get(name)
     if settings is None:
         raise UnknownConnection(name)
     return settings.server_url
@@ -116,7 +126,7 @@ class Engine:
         *,
         emit: EventSink | None = None,
         code_for: Callable[[Any], Awaitable[Secret]] | None = None,
-        keep: Callable[[ClientRegistration], None] | None = None,
+        keep: Callable[[ClientRegistration], Awaitable[None]] | None = None,
     ) -> T:
         """Answer the flow's steps until it returns. An error met while
         answering is thrown into the flow at its `yield` (see `broker.flows`)."""
@@ -142,7 +152,7 @@ class Engine:
                         case NeedCode(pending) if code_for is not None:
                             answer = await code_for(pending)
                         case Registered(registration) if keep is not None:
-                            keep(registration)
+                            await keep(registration)
                         case _:
                             raise TypeError(f"this driver cannot answer {type(step).__name__}")
                 except BrokerError as exc:
@@ -181,7 +191,7 @@ class Engine:
     ) -> ConnectionSettings:
         check_name(name)
         server_url = canonical_server_url(server_url)
-        if name in self.store.load_settings():
+        if name in await off_loop(self.store.load_settings):
             raise ConnectionExists(name)
         if client_secret is not None and not client_id:
             raise UsageError("a client secret needs a --client-id")
@@ -206,7 +216,8 @@ class Engine:
             added_at=int(self.clock()),
             discovered=discovered,
         )
-        with self.store.transaction(secrets=client_secret is not None) as txn:
+
+        def store(txn: Transaction) -> None:
             if name in txn.settings:
                 raise ConnectionExists(name)
             txn.settings[name] = settings
@@ -216,23 +227,28 @@ class Engine:
                 # The secret may only ever go to this issuer's endpoints.
                 binding = Binding.of(server_url, discovered)
                 txn.states[name] = ConnectionState(client_secret=client_secret.reveal(), binding=binding)
+
+        await self.store.update(store, secrets=client_secret is not None)
         return settings
 
     async def remove(self, name: str) -> str | None:
         """Forget a connection, revoking its tokens first when possible.
         Returns a warning if revocation failed. An orphan (a vault record
         without settings) is revoked with the vault's own endpoints."""
-        if name not in self.store.load_settings() and name in self.orphans_by_name():
-            return await self._remove_orphan(name)
+        orphans = await off_loop(self.orphans_by_name)
+        if name in orphans:
+            return await self._remove_orphan(name, orphans[name])
         warning: str | None = await self.disconnect(name)
-        with self.store.transaction() as txn:
+
+        def forget(txn: Transaction) -> None:
             txn.get(name)
             del txn.settings[name]
             txn.states.pop(name, None)
+
+        await self.store.update(forget)
         return warning
 
-    async def _remove_orphan(self, name: str) -> str | None:
-        state = self.orphans_by_name()[name]
+    async def _remove_orphan(self, name: str, state: ConnectionState) -> str | None:
         bound = state.binding
         warning: str | None = None
         if bound is not None:
@@ -240,8 +256,11 @@ class Engine:
                 warning = await self._drive(revoke_flow(bound, state))
         elif state.tokens is not None:
             warning = f"the vault record of {name} does not record where to revoke its tokens; they were forgotten locally"
-        with self.store.transaction() as txn:
+
+        def forget(txn: Transaction) -> None:
             txn.states.pop(name, None)
+
+        await self.store.update(forget)
         return warning
 
     # -- reading ------------------------------------------------------------
@@ -282,11 +301,13 @@ class Engine:
             raise UnknownConnection(name)
         return settings, self.store.load_states().get(name) or ConnectionState()
 
-    def _save_registration(self, name: str, registration: ClientRegistration) -> None:
-        with self.store.transaction() as txn:
+    async def _save_registration(self, name: str, registration: ClientRegistration) -> None:
+        def keep(txn: Transaction) -> None:
             _, state = txn.get(name)
             if state.registration != registration:
                 txn.states[name] = replace(state, registration=registration)
+
+        await self.store.update(keep)
 
     @_for_server(_named_server)
     async def connect(
@@ -298,7 +319,7 @@ class Engine:
         read_pasted_url: Callable[[], Awaitable[str]] | None = None,
     ) -> dict[str, Any]:
         emit = on_event or (lambda event: None)
-        settings, state = self._load(name)
+        settings, state = await off_loop(self._load, name)
         emit(FlowEvent("discovering", f"discovering {settings.server_url}"))
         discovered = await self.discover(
             settings.server_url,
@@ -319,7 +340,8 @@ class Engine:
                 code_for=receiver.code_for,
                 keep=functools.partial(self._save_registration, name),
             )
-        with self.store.transaction() as txn:
+
+        def store(txn: Transaction) -> None:
             current, st = txn.get(name)
             txn.settings[name] = replace(current, discovered=discovered)
             txn.states[name] = replace(
@@ -333,8 +355,10 @@ class Engine:
                 # Logging in is where the user trusts these endpoints: bind them.
                 binding=Binding.of(current.server_url, discovered),
             )
+
+        await self.store.update(store)
         emit(FlowEvent("done", f"connected {name}"))
-        return self.show(name)
+        return await off_loop(self.show, name)
 
     # -- tokens ---------------------------------------------------------------
 
@@ -358,9 +382,12 @@ class Engine:
     async def disconnect(self, name: str) -> str | None:
         """Revoke at the server when it offers revocation, then forget the
         tokens. Returns a warning if revocation did not succeed."""
-        settings, state = self._load(name)
+        settings, state = await off_loop(self._load, name)
         warning = await self._drive(disconnect_flow(settings, state))
-        with self.store.transaction() as txn:
+
+        def forget(txn: Transaction) -> None:
             _, st = txn.get(name)
             txn.states[name] = st.forget_tokens()
+
+        await self.store.update(forget)
         return warning

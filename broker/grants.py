@@ -3,6 +3,10 @@
 A grant is (client identity key, connection) -> allow or deny, for this
 session (memory) or always (the grants file in the config dir). Lookups are
 dictionary hits: they sit on the token path.
+
+Changes take effect in memory at once. The file is written at once too,
+except on an event loop (the service): there the write goes to a worker
+thread, in order, and `saved()` waits for it.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -21,6 +27,8 @@ from typing import Any, Literal
 from .atomic import atomic_write
 from .config import POLICIES
 from .errors import SettingsCorrupt, UsageError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Grant", "Grants", "Decision", "ApprovalRequest", "DECISIONS", "Policy", "POLICIES", "MAX_CODE_TRIES", "new_code"]
 
@@ -70,6 +78,10 @@ class Grants:
         self.path = path
         self.clock = clock
         self._grants: dict[tuple[str, str], Grant] = {}
+        self._made = 0  # documents made so far
+        self._written = 0  # the newest of them on disk
+        self._write_lock = threading.Lock()
+        self._last_write: asyncio.Future[None] | None = None
         self._load()
 
     def _load(self) -> None:
@@ -101,7 +113,32 @@ class Grants:
             if g.scope == "always"
         ]
         doc = {"format": FORMAT, "schema": 1, "grants": sorted(always, key=lambda g: (g["connection"], g["client_name"]))}
-        atomic_write(self.path, json.dumps(doc, indent=2).encode() + b"\n")
+        self._made += 1
+        number, data = self._made, json.dumps(doc, indent=2).encode() + b"\n"
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._write(number, data)
+            return
+        self._last_write = loop.run_in_executor(None, self._write, number, data)
+        self._last_write.add_done_callback(self._write_done)
+
+    def _write(self, number: int, data: bytes) -> None:
+        with self._write_lock:
+            if number > self._written:  # else a newer document is on disk already
+                atomic_write(self.path, data)
+                self._written = number
+
+    def _write_done(self, write: asyncio.Future[None]) -> None:
+        if not write.cancelled() and write.exception() is not None:
+            log.warning(
+                "could not save the grants file %s (%s); the change holds until the broker stops", self.path, write.exception()
+            )
+
+    async def saved(self) -> None:
+        """Wait until the file holds every change made so far (raise if its write failed)."""
+        if self._last_write is not None:
+            await asyncio.shield(self._last_write)
 
     def decide(self, client_key: str, connection: str) -> bool | None:
         grant = self._grants.get((client_key, connection))

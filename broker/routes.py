@@ -81,7 +81,7 @@ async def _route(service: BrokerService, request: ApiRequest) -> tuple[int, Any]
                 return 200, await service.remove(name)
             _method(request, "GET")
             if request.query.get("detail") == "full":
-                return 200, service.show(name)
+                return 200, await service.show(name)
             return 200, service.view(name)
         case ("connections", name, "token"):
             _method(request, "GET")
@@ -135,6 +135,7 @@ async def _route(service: BrokerService, request: ApiRequest) -> tuple[int, Any]
         case ("grants", grant_id):
             _method(request, "DELETE")
             grant = service.grants.revoke(grant_id)
+            await service.grants.saved()
             if grant is None:
                 raise ApiError("unknown_grant", f"no grant {grant_id!r}")
             return 200, {"revoked": grant.to_json()}

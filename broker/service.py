@@ -50,7 +50,7 @@ from typing import Any
 
 from . import __version__
 from .api import ApiRequest, ApiServer
-from .atomic import file_lock
+from .atomic import file_lock, off_loop
 from .audit import AuditLog
 from .config import Config, save_config
 from .engine import ConnectMode, Engine, FlowEvent
@@ -229,6 +229,7 @@ class BrokerService:
         self._write_failures: dict[str, int] = {}
         self._write_retry_at: dict[str, float] = {}
         self._write_locks: dict[str, asyncio.Lock] = {}
+        self._reload_lock = asyncio.Lock()
         self._rejected_at: dict[str, float] = {}
         self._flows: dict[str, Flow] = {}
         self._approvals: dict[str, ApprovalRequest] = {}
@@ -245,9 +246,9 @@ class BrokerService:
     # -- lifecycle ------------------------------------------------------------
 
     async def start(self) -> None:
-        self._take_instance_lock()
+        await off_loop(self._take_instance_lock)
         try:
-            self._reload()
+            await self._reload()
             await self.api.start()
         except BaseException:
             self._release_instance_lock()
@@ -310,6 +311,8 @@ class BrokerService:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(OSError):  # already logged by `Grants`
+            await self.grants.saved()
         self.audit.close()
         await self.engine.transport.aclose()
         self._release_instance_lock()
@@ -342,9 +345,21 @@ class BrokerService:
 
     # -- state cache ----------------------------------------------------------
 
-    def _reload(self) -> None:
+    def _read_files(self) -> tuple[dict[str, ConnectionSettings], dict[str, ConnectionState]]:
         settings = self.store.load_settings()
-        states = self.store.load_states() if settings or self.store.has_vault() else {}
+        return settings, self.store.load_states() if settings or self.store.has_vault() else {}
+
+    async def _reload(self) -> None:
+        """Read both files afresh (on a worker thread) into the cache. Reloads
+        run one at a time, each holding every connection's write lock: no
+        refresh lands in memory between the read and the swap."""
+        async with self._reload_lock, contextlib.AsyncExitStack() as held:
+            for name in sorted(self._settings):
+                await held.enter_async_context(self._write_lock(name))
+            settings, states = await off_loop(self._read_files)
+            self._merge(settings, states)
+
+    def _merge(self, settings: dict[str, ConnectionSettings], states: dict[str, ConnectionState]) -> None:
         for name, base in list(self._unsaved.items()):
             held, stored = self._states.get(name), states.get(name)
             if (
@@ -502,7 +517,7 @@ class BrokerService:
                 txn.states[name] = new
                 return new
 
-        result = await asyncio.to_thread(write)
+        result = await off_loop(write)
         if unsaved:
             self._forget_unsaved(name)
         if result is not None and name in self._settings:
@@ -730,7 +745,7 @@ class BrokerService:
             redirect_path=body.get("redirect_path") or "/callback",
             use_resource=bool(body.get("use_resource", True)),
         )
-        self._reload()
+        await self._reload()
         self._changed(settings.name)
         return {"connection": self.view(settings.name), "settings": settings.to_json()}
 
@@ -754,13 +769,15 @@ class BrokerService:
             except BrokerError as exc:
                 flow.error = {"error": exc.code, "message": str(exc)}
             finally:
-                flow.finish()
-                self.events.emit(FlowFinished(name, flow.id, flow.error))
-                self._reload()
-                self._failures.pop(name, None)
-                self._retry_at.pop(name, None)
-                self._schedule(name)
-                self._changed(name)
+                try:
+                    await self._reload()  # before `done`: whoever waits on the flow then sees its result
+                finally:
+                    flow.finish()
+                    self.events.emit(FlowFinished(name, flow.id, flow.error))
+                    self._failures.pop(name, None)
+                    self._retry_at.pop(name, None)
+                    self._schedule(name)
+                    self._changed(name)
 
         flow.task = self._spawn(run(), f"connect-{name}")
         self._flows[flow.id] = flow
@@ -791,7 +808,7 @@ class BrokerService:
     async def disconnect(self, name: str) -> dict[str, Any]:
         await self._quiesce(name)
         warning = await self.engine.disconnect(name)
-        self._reload()
+        await self._reload()
         self._changed(name)
         return {"connection": self.view(name), "warning": warning}
 
@@ -799,16 +816,17 @@ class BrokerService:
         if self._orphan(name) is None:
             await self._quiesce(name)
         warning = await self.engine.remove(name)
-        self._reload()
+        await self._reload()
         self.grants.forget_connection(name)
+        await self.grants.saved()
         self.events.emit(ConnectionRemoved(name))
         return {"removed": name, "warning": warning}
 
-    def show(self, name: str) -> dict[str, Any]:
+    async def show(self, name: str) -> dict[str, Any]:
         if self._orphan(name) is not None:
-            return self.engine.show(name)
+            return await off_loop(self.engine.show, name)
         self._require(name)
-        view = self.engine.show(name)
+        view = await off_loop(self.engine.show, name)
         view["next_refresh_at"] = self.scheduler.deadline(name)
         view["refresh_failures"] = self._failures.get(name, 0)
         return view
@@ -940,7 +958,7 @@ class BrokerService:
         if isinstance(refresh_margin, bool) or not isinstance(refresh_margin, int) or not 60 <= refresh_margin <= 3600:
             raise UsageError("the refresh margin must be a whole number of seconds from 60 to 3600")
         config = Config(client_policy=policy, refresh_margin=refresh_margin)
-        await asyncio.to_thread(save_config, self.paths, config)
+        await off_loop(save_config, self.paths, config)
         self.policy = policy
         self.min_margin = refresh_margin
         self.reschedule_all()
@@ -964,9 +982,11 @@ class BrokerService:
     def list_grants(self) -> list[dict[str, Any]]:
         return [g.to_json() for g in self.grants.list()]
 
-    def revoke_grant(self, grant_id: str) -> bool:
+    async def revoke_grant(self, grant_id: str) -> bool:
         """Revoke a grant; False if there was none with that id."""
-        return self.grants.revoke(grant_id) is not None
+        revoked = self.grants.revoke(grant_id) is not None
+        await self.grants.saved()
+        return revoked
 
     def cancel_flow(self, flow_id: str) -> None:
         """Cancel a running login (the connect dialog's Cancel)."""

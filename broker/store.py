@@ -4,7 +4,8 @@
 hands out mutable dicts, and on a clean exit writes back whichever changed
 (the vault first, so a crash between the two never leaves settings that
 point at secrets that were not written). Readers need no lock: both files
-are replaced atomically.
+are replaced atomically. On an event loop, `update` runs a transaction on a
+worker thread: the lock may wait up to 15 s for another process.
 
 A vault record whose name is missing from the settings is kept: the
 settings file is plaintext and may be lost or edited by hand, and that must
@@ -15,11 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from .atomic import atomic_write, file_lock, remove_stale_temp_files
+from .atomic import atomic_write, file_lock, off_loop, remove_stale_temp_files
 from .errors import SchemaTooNew, SettingsCorrupt, UnknownConnection
 from .keystore import KeyStore
 from .model import ConnectionSettings, ConnectionState
@@ -31,6 +32,8 @@ __all__ = ["Store", "Transaction"]
 SETTINGS_FORMAT = "mcp-token-broker-connections"
 SETTINGS_SCHEMA = 1
 MAX_SETTINGS_BYTES = 16 << 20
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -121,3 +124,13 @@ class Store:
             after_settings = {k: v.to_json() for k, v in txn.settings.items()}
             if after_settings != before_settings:
                 self._save_settings(txn.settings)
+
+    async def update(self, change: Callable[[Transaction], T], *, secrets: bool = True) -> T:
+        """`change(txn)` inside `transaction()`, on a worker thread (`off_loop`):
+        how code on an event loop changes the files."""
+
+        def run() -> T:
+            with self.transaction(secrets=secrets) as txn:
+                return change(txn)
+
+        return await off_loop(run)

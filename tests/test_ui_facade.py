@@ -127,12 +127,12 @@ def test_apply_settings_saves_off_the_loop_and_reschedules(service, monkeypatch)
     async def main():
         await service.start()
         try:
-            assert service.show("demo")["next_refresh_at"] >= expires - 900 * 1.1  # the default: a quarter hour
+            assert (await service.show("demo"))["next_refresh_at"] >= expires - 900 * 1.1  # the default: a quarter hour
             config = await service.apply_settings("deny", 1000)
             assert savers and threading.current_thread() not in savers  # written off the loop's thread
             assert config == load_config(service.paths) and config.refresh_margin == 1000
             assert service.health()["policy"] == "deny" and service.current_config() == config
-            assert expires - 1100 <= service.show("demo")["next_refresh_at"] <= expires - 1000  # rescheduled
+            assert expires - 1100 <= (await service.show("demo"))["next_refresh_at"] <= expires - 1000  # rescheduled
             with pytest.raises(UsageError):
                 await service.apply_settings("deny", 59)
             with pytest.raises(UsageError):

@@ -80,4 +80,4 @@ class ClientsDialog(QDialog):
         if not rows:
             return
         gid = self.grants[rows.pop()]["id"]
-        self.bridge.call(lambda s: s.revoke_grant(gid), lambda _r: self.reload())
+        self.bridge.run(lambda s: s.revoke_grant(gid), lambda _r: self.reload())

@@ -113,7 +113,7 @@ class DetailsPane(QWidget):
             return
         self.title.setText(name)
         async def load(service: BrokerService) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-            return service.show(name), await service.recent_audit(name, limit=20)
+            return await service.show(name), await service.recent_audit(name, limit=20)
 
         self.bridge.run(load, lambda result: self._loaded(name, *result), lambda exc: self._failed(name, exc))
 
