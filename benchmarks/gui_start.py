@@ -63,12 +63,12 @@ app.exec()
 
 def make_registry(home: Path, count: int) -> None:
     sys.path.insert(0, str(REPO))
-    from broker.keystore import FileKeyStore
     from broker.model import ConnectionSettings, ConnectionState
-    from broker.paths import Paths
+    from broker.oauth.tokens import TokenSet
     from broker.secret import Secret
-    from broker.store import Store
-    from broker.tokens import TokenSet
+    from broker.storage.keystore import FileKeyStore
+    from broker.storage.paths import Paths
+    from broker.storage.store import Store
 
     now = int(time.time())
     store = Store(Paths.default(), lambda: FileKeyStore(home / "vault.key"))

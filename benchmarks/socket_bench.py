@@ -262,11 +262,11 @@ def role_floor(sock_path: str, response_file: str) -> int:
 SETUP_CODE = r"""
 import sys, time
 from pathlib import Path
-from broker.store import Store
-from broker.paths import Paths
-from broker.keystore import FileKeyStore
+from broker.storage.store import Store
+from broker.storage.paths import Paths
+from broker.storage.keystore import FileKeyStore
 from broker.model import ConnectionSettings, ConnectionState
-from broker.tokens import TokenSet
+from broker.oauth.tokens import TokenSet
 from broker.secret import Secret
 key_path = Path(sys.argv[1]); name = sys.argv[2]; n = int(sys.argv[3])
 store = Store(Paths.default(), lambda: FileKeyStore(key_path))

@@ -13,7 +13,7 @@ refresh margin      config.json's `refresh_margin`
 HTTP timeout        `MCP_TOKEN_BROKER_HTTP_TIMEOUT` (seconds, 0 < t <= 3600)
 vault key           `--key-file`, else `MCP_TOKEN_BROKER_KEY_FILE`, else the OS
                     keyring
-socket path         `MCP_TOKEN_BROKER_SOCKET`, else `broker.socketpath`
+socket path         `MCP_TOKEN_BROKER_SOCKET`, else `broker.client.socketpath`
 ==================  ===========================================================
 
 Importing this module is cheap: the heavy modules (httpx, keyring,
@@ -32,14 +32,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .config import Config
-    from .engine import Engine
-    from .grants import Policy
-    from .keystore import KeyStore
-    from .paths import Paths
-    from .service import BrokerService
-    from .store import Store
-    from .transport import Limits
+    from .driver.engine import Engine
+    from .driver.transport import Limits
+    from .service.grants import Policy
+    from .service.service import BrokerService
+    from .storage.config import Config
+    from .storage.keystore import KeyStore
+    from .storage.paths import Paths
+    from .storage.store import Store
 
 __all__ = [
     "HTTP_TIMEOUT_ENV",
@@ -71,7 +71,7 @@ class Setup:
     key_file: Path | None
     limits: Limits
     socket_path: str
-    #: Where `broker.socketdir` starts checking the socket's directories.
+    #: Where `broker.client.socketdir` starts checking the socket's directories.
     socket_base: str
 
     @property
@@ -81,7 +81,7 @@ class Setup:
 
 def http_limits() -> Limits:
     """The transport limits, from `MCP_TOKEN_BROKER_HTTP_TIMEOUT` if set."""
-    from .transport import Limits
+    from .driver.transport import Limits
 
     value = os.environ.get(HTTP_TIMEOUT_ENV)
     if not value:
@@ -102,10 +102,10 @@ def keystore_factory(key_file: Path | None) -> Callable[[], KeyStore]:
 
     def keystore() -> KeyStore:
         if key_file is not None:
-            from .keystore import FileKeyStore
+            from .storage.keystore import FileKeyStore
 
             return FileKeyStore(key_file)
-        from .keystore import KeyringKeyStore
+        from .storage.keystore import KeyringKeyStore
 
         return KeyringKeyStore()
 
@@ -125,9 +125,9 @@ def resolve(
     damaged config file and `UsageError` for a bad environment value.
     `read_config=False` takes the defaults instead: for the CLI's direct
     path, which neither serves nor refreshes."""
-    from .config import Config, load_config
-    from .paths import Paths
-    from .socketpath import socket_location
+    from .client.socketpath import socket_location
+    from .storage.config import Config, load_config
+    from .storage.paths import Paths
 
     paths = paths or Paths.default()
     config = load_config(paths, default_policy=default_policy) if read_config else Config(client_policy=default_policy)
@@ -145,7 +145,7 @@ def resolve(
 
 
 def build_store(setup: Setup) -> Store:
-    from .store import Store
+    from .storage.store import Store
 
     return Store(setup.paths, keystore_factory(setup.key_file))
 
@@ -158,8 +158,8 @@ def build_engine(
     opener: Callable[[str], bool] | None = None,
 ) -> Engine:
     """An engine with its own transport; the caller closes `engine.transport`."""
-    from .engine import Engine
-    from .transport import Transport
+    from .driver.engine import Engine
+    from .driver.transport import Transport
 
     extra: dict[str, object] = {}
     if flow_timeout is not None:
@@ -177,7 +177,7 @@ def build_service(
     engine: Engine | None = None,
 ) -> BrokerService:
     """The service with the setup's policy, refresh margin and socket path."""
-    from .service import BrokerService
+    from .service.service import BrokerService
 
     engine = engine or build_engine(setup)
     return BrokerService(

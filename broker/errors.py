@@ -59,9 +59,9 @@ answers with and to the exit status (`exit_code`) the CLI ends with.
     └── ServiceError                (the answer's code)     (client side) the service answered with an error
 
 Besides private control-flow signals that never leave their module (their
-names start with `_`), only two exceptions live elsewhere, on purpose: `broker.wire`'s `Unavailable`
+names start with `_`), only two exceptions live elsewhere, on purpose: `broker.client.wire`'s `Unavailable`
 and `BadAnswer`. The stdlib-only `token` path must not load this module on
-success, so the wire raises plain exceptions, which `broker.client` turns
+success, so the wire raises plain exceptions, which `broker.client.api_client` turns
 into `ServiceUnavailable` and `ServiceError` and the fast path into exit
 statuses from `broker.codes`; they never reach anyone else.
 
@@ -254,7 +254,7 @@ class SchemaTooNew(StorageError):
 
 
 class UnsafeSocketDir(StorageError):
-    """Another user could replace the socket (see broker.socketdir)."""
+    """Another user could replace the socket (see broker.client.socketdir)."""
 
 
 class SocketPathTooLong(StorageError):

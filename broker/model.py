@@ -17,11 +17,11 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, TypedDict
 
-from .discovery import AuthServerMetadata
 from .errors import InvalidName, SettingsMismatch, describe_remote_text
-from .registration import ClientRegistration
+from .oauth.discovery import AuthServerMetadata
+from .oauth.registration import ClientRegistration
+from .oauth.tokens import TokenSet
 from .status import Status
-from .tokens import TokenSet
 
 __all__ = [
     "NAME_RE",

@@ -58,8 +58,8 @@ def start_xvfb() -> subprocess.Popen | None:
 
 def demo_discovered(url: str, offered: tuple[str, ...], requested: tuple[str, ...] | None = None) -> object:
     """What discovery would find for a well-behaved demo server at `url`."""
-    from broker.discovery import AuthServerMetadata
     from broker.model import Discovered
+    from broker.oauth.discovery import AuthServerMetadata
 
     issuer = "https://auth." + url.split("/")[2].split(".", 1)[1]
     server = AuthServerMetadata(
@@ -89,12 +89,12 @@ def demo_discovered(url: str, offered: tuple[str, ...], requested: tuple[str, ..
 
 
 def demo_registry(home: Path) -> None:
-    from broker.keystore import FileKeyStore
     from broker.model import ConnectionSettings, ConnectionState
-    from broker.paths import Paths
+    from broker.oauth.tokens import TokenSet
     from broker.secret import Secret
-    from broker.store import Store
-    from broker.tokens import TokenSet
+    from broker.storage.keystore import FileKeyStore
+    from broker.storage.paths import Paths
+    from broker.storage.store import Store
 
     now = int(time.time())
     store = Store(Paths.default(), lambda: FileKeyStore(home / "vault.key"))
@@ -155,7 +155,7 @@ def shoot(out: Path) -> int:
     from PySide6.QtCore import QPoint
     from PySide6.QtWidgets import QApplication
 
-    from broker.identity import ClientIdentity
+    from broker.service.identity import ClientIdentity
     from ui.app import build
     from ui.icons import app_icon
     from ui.tray import Tray

@@ -143,7 +143,7 @@ def start_service(cli, *args, env=None, log_name="serve.log"):
     """`mcp-token-broker serve` as a real subprocess; waits for /v1/health."""
     import time
 
-    from broker.client import BrokerClient
+    from broker.client.api_client import BrokerClient
 
     socket_path = Path(cli.env["XDG_RUNTIME_DIR"]) / "mcp-token-broker" / "broker.sock"
     log_path = Path(cli.env["XDG_STATE_HOME"]).parent / log_name

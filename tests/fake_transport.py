@@ -1,7 +1,7 @@
 """A `Transport` that answers from a function, like httpx's `MockTransport`.
 
 Only `send` is replaced: `for_server` and `check_url` are the real ones, so
-the endpoint policy (`broker.netpolicy`) still judges every URL; names
+the endpoint policy (`broker.oauth.netpolicy`) still judges every URL; names
 resolve through `resolver` (a public address unless a test says otherwise),
 never through DNS. Every request sent is recorded, in order.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from broker.http import HttpRequest, HttpResponse
-from broker.transport import Transport
+from broker.driver.transport import Transport
+from broker.oauth.http import HttpRequest, HttpResponse
 
 PUBLIC_ADDRESS = "93.184.216.34"
 

@@ -2,8 +2,8 @@
 
 import json
 
-from broker.discovery import parse_auth_server_metadata
-from broker.http import HttpResponse
+from broker.oauth.discovery import parse_auth_server_metadata
+from broker.oauth.http import HttpResponse
 
 ISSUER = "https://auth.example.com"
 

@@ -19,9 +19,9 @@ import textwrap
 
 import pytest
 
-from broker.audit import read_audit
-from broker.client import BrokerClient
-from broker.paths import Paths
+from broker.client.api_client import BrokerClient
+from broker.service.audit import read_audit
+from broker.storage.paths import Paths
 
 from .conftest import start_service
 
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.timeout(180)
 REQUESTER = textwrap.dedent(
     """
     import json, subprocess, sys, time
-    from broker.client import BrokerClient, ServiceError
+    from broker.client.api_client import BrokerClient, ServiceError
 
     cli = sys.argv[1]
     token = subprocess.Popen([cli, "token", "demo"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -18,9 +18,9 @@ import textwrap
 
 import pytest
 
-from broker.audit import read_audit
-from broker.identity import identify
-from broker.paths import Paths
+from broker.service.audit import read_audit
+from broker.service.identity import identify
+from broker.storage.paths import Paths
 
 from .conftest import start_service
 

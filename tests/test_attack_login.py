@@ -23,11 +23,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from broker.authorization import start_authorization, validate_callback
-from broker.keystore import KeyringKeyStore
-from broker.loopback import LoopbackListener
-from broker.paths import Paths
-from broker.store import Store
+from broker.driver.loopback import LoopbackListener
+from broker.oauth.authorization import start_authorization, validate_callback
+from broker.storage.keystore import KeyringKeyStore
+from broker.storage.paths import Paths
+from broker.storage.store import Store
 
 from .sansio import ISSUER, as_metadata
 from .servers.fixtures import BROWSER_SCRIPT

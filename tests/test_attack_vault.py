@@ -16,10 +16,10 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from broker.client import BrokerClient
-from broker.keystore import KeyringKeyStore
-from broker.paths import Paths
-from broker.store import Store
+from broker.client.api_client import BrokerClient
+from broker.storage.keystore import KeyringKeyStore
+from broker.storage.paths import Paths
+from broker.storage.store import Store
 
 from .conftest import start_service
 

@@ -5,9 +5,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from broker.audit import AuditLog, read_audit
 from broker.errors import SettingsCorrupt, UsageError
-from broker.grants import Grants
+from broker.service.audit import AuditLog, read_audit
+from broker.service.grants import Grants
 
 
 @dataclass
@@ -38,7 +38,7 @@ def test_audit_survives_a_process_crash_and_a_torn_line(tmp_path):
     path = tmp_path / "audit.log"
     code = f"""
 import os
-from broker.audit import AuditLog
+from broker.service.audit import AuditLog
 class C:
     name="x"; pid=1
     def to_json(self): return {{}}
@@ -108,7 +108,7 @@ def test_audit_extra_fields_on_the_first_line_of_a_client(tmp_path):
 def test_approval_code_is_single_use_and_tries_are_limited(tmp_path):
     import asyncio
 
-    from broker.grants import MAX_CODE_TRIES, ApprovalRequest, new_code
+    from broker.service.grants import MAX_CODE_TRIES, ApprovalRequest, new_code
 
     async def main():
         grants = Grants(tmp_path / "grants.json")

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker.authorization import callback_params_from_url, pkce_pair, start_authorization, validate_callback
 from broker.errors import (
     AccessDenied,
     BadResponse,
@@ -17,6 +16,7 @@ from broker.errors import (
     OAuthError,
     StateMismatch,
 )
+from broker.oauth.authorization import callback_params_from_url, pkce_pair, start_authorization, validate_callback
 
 from .sansio import ISSUER, as_metadata
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from broker import browser
-from broker.browser import discard_pages, open_browser
+from broker.driver import browser
+from broker.driver.browser import discard_pages, open_browser
 from broker.errors import BrowserRefused
 from tests.helpers.browser import resolve
 

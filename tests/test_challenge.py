@@ -3,7 +3,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.challenge import bearer_challenge, parse_www_authenticate
+from broker.oauth.challenge import bearer_challenge, parse_www_authenticate
 
 
 def test_mcp_spec_example():

@@ -1,4 +1,4 @@
-from broker.checklist import security_check
+from broker.oauth.checklist import security_check
 
 from .sansio import as_metadata
 
@@ -24,7 +24,7 @@ def test_weak_server():
 
 
 def test_loopback_http_is_a_warning():
-    from broker.discovery import parse_auth_server_metadata
+    from broker.oauth.discovery import parse_auth_server_metadata
 
     from .sansio import as_doc, resp
 

@@ -15,9 +15,9 @@ import time
 import anyio
 import pytest
 
-from broker.keystore import KeyringKeyStore
-from broker.paths import Paths
-from broker.store import Store
+from broker.storage.keystore import KeyringKeyStore
+from broker.storage.paths import Paths
+from broker.storage.store import Store
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -86,7 +86,7 @@ def test_add_connect_use_refresh_disconnect_remove(cli, stack, user_dirs, servic
 
     # Forcing a refresh (a min_ttl beyond the lifetime no longer does): a client
     # reports the token rejected. A new access token, a rotated refresh token, one grant.
-    from broker.client import BrokerClient
+    from broker.client.api_client import BrokerClient
 
     assert BrokerClient(str(service.socket_path)).report_rejected("demo", token)["refreshed"] is True
     refreshed = cli("token", "demo", "--min-ttl", "400")
@@ -162,7 +162,7 @@ def test_refresh_after_server_forgot_client_needs_reauth(cli, stack, service):
     _connect(cli, "forgot")
     oidc.forget_clients()
     # A client reports the token rejected; the refresh is refused (invalid_client).
-    from broker.client import BrokerClient, ServiceError
+    from broker.client.api_client import BrokerClient, ServiceError
 
     token = cli("token", "forgot").stdout.strip()
     with pytest.raises(ServiceError, match="re-authorization"):

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from broker.client import BrokerClient, ServiceError
-from broker.keystore import FileKeyStore
+from broker.client.api_client import BrokerClient, ServiceError
 from broker.model import ConnectionSettings, ConnectionState
-from broker.paths import Paths
+from broker.oauth.tokens import TokenSet
 from broker.secret import Secret
-from broker.store import Store
-from broker.tokens import TokenSet
+from broker.storage.keystore import FileKeyStore
+from broker.storage.paths import Paths
+from broker.storage.store import Store
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before the tests import PySide6 (through ui)
 
@@ -169,7 +169,7 @@ def test_desktop_app_refuses_a_bad_http_timeout(qtbot, settings, monkeypatch):
 
 def test_compose_builds_what_the_setup_says(settings):
     from broker.compose import build_service, resolve
-    from broker.transport import Limits
+    from broker.driver.transport import Limits
 
     setup = resolve(policy=None)
     assert setup.policy == "deny" and setup.refresh_margin == MARGIN

@@ -2,8 +2,16 @@
 
 import pytest
 
-from broker.challenge import BearerChallenge
-from broker.discovery import (
+from broker.errors import (
+    BadResponse,
+    DiscoveryError,
+    IssuerMismatch,
+    PKCEUnsupported,
+    ResourceMismatch,
+    UnsafeEndpoint,
+)
+from broker.oauth.challenge import BearerChallenge
+from broker.oauth.discovery import (
     ProbeResult,
     auth_server_metadata_urls,
     choose_scopes,
@@ -12,14 +20,6 @@ from broker.discovery import (
     probe_request,
     read_probe,
     resource_metadata_urls,
-)
-from broker.errors import (
-    BadResponse,
-    DiscoveryError,
-    IssuerMismatch,
-    PKCEUnsupported,
-    ResourceMismatch,
-    UnsafeEndpoint,
 )
 
 from .sansio import ISSUER, as_doc, as_metadata, resp
@@ -164,7 +164,7 @@ def test_scope_selection_order():
     server = as_metadata()
     challenge = ProbeResult(401, BearerChallenge(None, ("files:read", "files:write"), None))
     no_challenge = ProbeResult(401, None)
-    from broker.discovery import ResourceMetadata
+    from broker.oauth.discovery import ResourceMetadata
 
     prm_meta = ResourceMetadata(SERVER, (ISSUER,), ("files:read",), "u")
     assert choose_scopes(("mine",), challenge, prm_meta, server) == ("mine", "offline_access")

@@ -9,11 +9,11 @@ import urllib.request
 
 import pytest
 
-from broker.engine import Engine
-from broker.keystore import FileKeyStore
-from broker.paths import Paths
-from broker.store import Store
-from broker.transport import Transport
+from broker.driver.engine import Engine
+from broker.driver.transport import Transport
+from broker.storage.keystore import FileKeyStore
+from broker.storage.paths import Paths
+from broker.storage.store import Store
 
 from .servers.fixtures import BROWSER_SCRIPT
 

@@ -15,12 +15,12 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from broker.engine import Engine
+from broker.driver.engine import Engine
 from broker.errors import InvalidClient, UnsafeEndpoint
-from broker.http import HttpRequest, HttpResponse
-from broker.keystore import FileKeyStore
-from broker.paths import Paths
-from broker.store import Store
+from broker.oauth.http import HttpRequest, HttpResponse
+from broker.storage.keystore import FileKeyStore
+from broker.storage.paths import Paths
+from broker.storage.store import Store
 
 from .fake_transport import PUBLIC_ADDRESS, FakeTransport
 from .sansio import ISSUER, as_doc, resp

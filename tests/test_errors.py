@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from broker import errors
-from broker.client import BrokerClient, ServiceError, ServiceUnavailable
+from broker.client.api_client import BrokerClient, ServiceError, ServiceUnavailable
 
 from .servers.fixtures import running_stack
 
@@ -133,7 +133,7 @@ def test_every_code_the_broker_uses_is_in_the_table():
     from broker import codes
 
     used: dict[str, str] = {}
-    for path in sorted(BROKER.glob("*.py")):
+    for path in sorted(BROKER.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call):
                 name = getattr(node.func, "id", getattr(node.func, "attr", ""))
@@ -159,10 +159,12 @@ def test_every_code_the_broker_uses_is_in_the_table():
 
 def test_no_exit_table_besides_the_one():
     """The CLI, the fast path and the client read `broker.codes`; nobody keeps a copy."""
-    from broker import cli, codes, fastpath
+    from broker import codes
+    from broker.cli import main as cli
+    from broker.client import fastpath
 
     assert not hasattr(cli, "_EXIT_FOR_CODE") and not hasattr(fastpath, "_EXIT")
-    for path in sorted(BROKER.glob("*.py")):
+    for path in sorted(BROKER.rglob("*.py")):
         if path.name == "codes.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
@@ -178,7 +180,7 @@ def test_exceptions_live_in_errors_py():
     """Outside broker/errors.py only private control-flow signals, and the wire's
     two (the stdlib-only `token` path may not load errors.py on success)."""
     allowed = {("wire.py", "Unavailable"), ("wire.py", "BadAnswer")}
-    for path in sorted(BROKER.glob("*.py")):
+    for path in sorted(BROKER.rglob("*.py")):
         if path.name == "errors.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
@@ -191,10 +193,10 @@ def test_exceptions_live_in_errors_py():
 
 
 def test_the_client_names_stay_importable():
-    import broker.client
+    import broker.client.api_client
 
-    assert broker.client.ServiceError is errors.ServiceError
-    assert broker.client.ServiceUnavailable is errors.ServiceUnavailable
+    assert broker.client.api_client.ServiceError is errors.ServiceError
+    assert broker.client.api_client.ServiceUnavailable is errors.ServiceUnavailable
     assert issubclass(ServiceUnavailable, errors.BrokerError)
 
 

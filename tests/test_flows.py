@@ -1,4 +1,4 @@
-"""The sans-IO flows (`broker.flows`), driven by hand with in-memory responses."""
+"""The sans-IO flows (`broker.oauth.flows`), driven by hand with in-memory responses."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from urllib.parse import parse_qs
 import pytest
 
 from broker.errors import BrokerError, DiscoveryError, InvalidClient, NetworkError
-from broker.flows import (
+from broker.model import Binding, ConnectionSettings, ConnectionState, Discovered
+from broker.oauth.flows import (
     CheckEndpoint,
     FlowEvent,
     NeedCode,
@@ -19,11 +20,10 @@ from broker.flows import (
     registration_flow,
     revoke_flow,
 )
-from broker.http import HttpRequest
-from broker.model import Binding, ConnectionSettings, ConnectionState, Discovered
-from broker.registration import ClientRegistration
+from broker.oauth.http import HttpRequest
+from broker.oauth.registration import ClientRegistration
+from broker.oauth.tokens import TokenSet
 from broker.secret import Secret
-from broker.tokens import TokenSet
 
 from .sansio import ISSUER, as_doc, as_metadata, resp
 

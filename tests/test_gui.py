@@ -19,14 +19,14 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from PySide6.QtWidgets import QApplication, QMessageBox  # noqa: E402
 
-from broker.client import BrokerClient, ServiceError  # noqa: E402
-from broker.engine import Engine  # noqa: E402
-from broker.keystore import FileKeyStore  # noqa: E402
-from broker.paths import Paths  # noqa: E402
-from broker.service import BrokerService  # noqa: E402
-from broker.socketpath import default_socket_path  # noqa: E402
-from broker.store import Store  # noqa: E402
-from broker.transport import Transport  # noqa: E402
+from broker.client.api_client import BrokerClient, ServiceError  # noqa: E402
+from broker.client.socketpath import default_socket_path  # noqa: E402
+from broker.driver.engine import Engine  # noqa: E402
+from broker.driver.transport import Transport  # noqa: E402
+from broker.service.service import BrokerService  # noqa: E402
+from broker.storage.keystore import FileKeyStore  # noqa: E402
+from broker.storage.paths import Paths  # noqa: E402
+from broker.storage.store import Store  # noqa: E402
 
 from .servers.fixtures import BROWSER_SCRIPT  # noqa: E402
 
@@ -209,8 +209,8 @@ def test_settings_write_config_and_autostart(qtbot, gui, user_dirs):
     dialog.autostart.setChecked(True)
     dialog.save()
     qtbot.waitUntil(lambda: bridge.service.policy == "deny", timeout=5000)
-    from broker import autostart
-    from broker.config import load_config
+    from broker.storage.config import load_config
+    from ui import autostart
 
     assert load_config(Paths.default()).client_policy == "deny"
     assert load_config(Paths.default()).refresh_margin == 300

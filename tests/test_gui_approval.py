@@ -24,7 +24,7 @@ from PySide6.QtGui import Qt as QtGuiNamespace
 from PySide6.QtGui import QTextDocument
 from PySide6.QtWidgets import QLabel
 
-from broker.client import BrokerClient, ServiceError
+from broker.client.api_client import BrokerClient, ServiceError
 
 from . import test_gui
 from .test_gui import add_via_dialog, row_status
@@ -169,7 +169,7 @@ def test_markup_in_a_process_name_is_shown_literally(qtbot, gui, stack, tmp_path
 
 
 def test_markup_from_a_server_is_shown_literally(qtbot, qapp):
-    from broker.checklist import CheckItem
+    from broker.oauth.checklist import CheckItem
     from ui.add_dialog import AddDialog
     from ui.details import DetailsPane
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.client import BrokerClient
+from broker.client.api_client import BrokerClient
 
 from .conftest import start_service
 
@@ -95,7 +95,7 @@ def test_hardening_makes_an_unprivileged_process_undumpable(nobody_env):
     script = (
         "import sys\n"
         "if sys.argv[1] == 'harden':\n"
-        "    from broker.hardening import harden_process\n"
+        "    from broker.service.hardening import harden_process\n"
         "    harden_process()\n"
         "print('ready', flush=True)\n"
         "sys.stdin.read()\n"

@@ -14,17 +14,17 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.identity import (
+from broker.service.identity import (
+    _PARSERS,
     DEFAULT_OWN,
     UNKNOWN,
     ClientIdentity,
     OwnMarkers,
     ProcessStamp,
-    ancestors,
     _parse_cmdline,
     _parse_stat,
-    _PARSERS,
     _script_for,
+    ancestors,
     identify,
 )
 
@@ -339,7 +339,7 @@ def test_fake_proc_interpreters(tmp_path):
         ("/usr/bin/node", ("node", "-e", "1")): None,
         ("/usr/bin/python3.12", ("python3", "-W", "error", "-Xdev", "-u", "-", "a.py")): None,
         ("/usr/bin/python3.12", ("python3", "-c", "pass", "a.py")): None,
-        ("/usr/bin/python3.12", ("python3", "-mbroker.cli")): "-m broker.cli",
+        ("/usr/bin/python3.12", ("python3", "-mbroker.cli.main")): "-m broker.cli.main",
         ("/usr/bin/python3.12", ("python3", "--", "-weird.py")): "/work/-weird.py",
         ("/usr/bin/pypy3", ("pypy3", "/abs/x.py")): "/abs/x.py",
         ("/usr/bin/bash", ("bash", "-eo", "pipefail", "./run.sh")): "/work/run.sh",
@@ -388,7 +388,7 @@ def test_fake_proc_missing_pid(tmp_path):
 
 def test_default_markers():
     assert "mcp-token-broker" in DEFAULT_OWN.names
-    assert {"broker", "broker.cli"} <= DEFAULT_OWN.modules
+    assert {"broker", "broker.cli.main"} <= DEFAULT_OWN.modules
 
 
 # -- parsers (hypothesis) ----------------------------------------------------------

@@ -13,7 +13,7 @@ from keyring.backends.chainer import ChainerBackend
 from keyrings.alt.file import PlaintextKeyring
 
 from broker.errors import KeyringUnavailable
-from broker.keystore import KeyringKeyStore
+from broker.storage.keystore import KeyringKeyStore
 
 pytestmark = pytest.mark.timeout(60)
 

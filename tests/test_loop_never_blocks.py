@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.events import ClientAsked
-from broker.paths import Paths
+from broker.service.events import ClientAsked
+from broker.storage.paths import Paths
 
 from .test_service import api, make_service
 

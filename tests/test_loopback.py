@@ -8,9 +8,9 @@ import socket
 import httpx
 import pytest
 
-from broker.authorization import start_authorization, validate_callback
+from broker.driver.loopback import LoopbackListener
 from broker.errors import AccessDenied, FlowTimeout, IssuerMismatchInCallback, RedirectPortUnavailable
-from broker.loopback import LoopbackListener
+from broker.oauth.authorization import start_authorization, validate_callback
 
 from .sansio import ISSUER, as_metadata
 

@@ -1,6 +1,6 @@
 """A remote MCP server may not point the broker at this machine or its LAN.
 
-Unit tests on the rule (`broker.netpolicy`), on the transport's check of
+Unit tests on the rule (`broker.oauth.netpolicy`), on the transport's check of
 resolved names, and an end-to-end `add` where a remote server's metadata
 names endpoints on this machine: the engine refuses, and a real capture
 server on 127.0.0.1 receives not a single connection.
@@ -21,14 +21,14 @@ import threading
 import httpx
 import pytest
 
-from broker.engine import Engine
+from broker.driver.engine import Engine
+from broker.driver.transport import Transport
 from broker.errors import UnsafeEndpoint
-from broker.http import HttpRequest
-from broker.keystore import FileKeyStore
-from broker.netpolicy import EndpointPolicy, ip_reach, literal_reach
-from broker.paths import Paths
-from broker.store import Store
-from broker.transport import Transport
+from broker.oauth.http import HttpRequest
+from broker.oauth.netpolicy import EndpointPolicy, ip_reach, literal_reach
+from broker.storage.keystore import FileKeyStore
+from broker.storage.paths import Paths
+from broker.storage.store import Store
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.peercred import PeerCredentials, peer_credentials
-from broker.peeruid import peer_uid
+from broker.client.peeruid import peer_uid
+from broker.service.peercred import PeerCredentials, peer_credentials
 
 ME = PeerCredentials(pid=os.getpid(), uid=os.geteuid(), gid=os.getegid())
 

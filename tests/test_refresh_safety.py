@@ -18,15 +18,15 @@ from dataclasses import replace
 import anyio
 import pytest
 
-from broker.client import BrokerClient
-from broker.engine import Engine
+from broker.client.api_client import BrokerClient
+from broker.driver.engine import Engine
+from broker.driver.transport import Transport
 from broker.errors import VaultLocked
-from broker.keystore import FileKeyStore, KeyringKeyStore
-from broker.paths import Paths
 from broker.secret import Secret
-from broker.service import BrokerService
-from broker.store import Store
-from broker.transport import Transport
+from broker.service.service import BrokerService
+from broker.storage.keystore import FileKeyStore, KeyringKeyStore
+from broker.storage.paths import Paths
+from broker.storage.store import Store
 
 from .conftest import start_service
 from .servers.fixtures import running_stack
@@ -212,7 +212,7 @@ def test_a_rejected_token_without_expiry_is_refreshed_once(cli, stack, user_dirs
             from mcp.client.client import Client
             from mcp.client.streamable_http import streamable_http_client
 
-            from broker.httpx_auth import httpx2_auth
+            from broker.client.httpx_auth import httpx2_auth
 
             async with (
                 httpx2.AsyncClient(auth=httpx2_auth("bare", client=client)) as http,
@@ -257,7 +257,7 @@ def test_a_rejected_token_without_expiry_is_refreshed_once(cli, stack, user_dirs
 
 
 def test_what_counts_as_fresh():
-    from broker.schedule import is_fresh
+    from broker.service.schedule import is_fresh
 
     # A 5 s token is always as fresh as its server makes them: min_ttl never refreshes it.
     assert is_fresh(1000, 1005, 1004.9)

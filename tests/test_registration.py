@@ -3,7 +3,7 @@ import json
 import pytest
 
 from broker.errors import InvalidURL, RegistrationError
-from broker.registration import (
+from broker.oauth.registration import (
     ClientRegistration,
     choose_method,
     metadata_document_client,

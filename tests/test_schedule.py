@@ -6,7 +6,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker.schedule import Scheduler, backoff_delay, refresh_deadline, refresh_margin
+from broker.service.schedule import Scheduler, backoff_delay, refresh_deadline, refresh_margin
 
 
 def test_margin_examples_from_the_issue():

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from broker.keystore import KeyringKeyStore
-from broker.paths import Paths
-from broker.store import Store
+from broker.storage.keystore import KeyringKeyStore
+from broker.storage.paths import Paths
+from broker.storage.store import Store
 
 from .conftest import start_service
 from .servers.fixtures import running_stack

@@ -16,14 +16,14 @@ import threading
 import httpx
 import pytest
 
+from broker.driver.engine import Engine
+from broker.driver.transport import Limits, Transport
 from broker.errors import AlreadyRunning
-from broker.engine import Engine
-from broker.events import ClientAsked, ReauthRequired, RefreshFailed, TokenRefreshed
-from broker.keystore import FileKeyStore
-from broker.paths import Paths
-from broker.service import BrokerService
-from broker.store import Store
-from broker.transport import Limits, Transport
+from broker.service.events import ClientAsked, ReauthRequired, RefreshFailed, TokenRefreshed
+from broker.service.service import BrokerService
+from broker.storage.keystore import FileKeyStore
+from broker.storage.paths import Paths
+from broker.storage.store import Store
 
 from .servers.fixtures import BROWSER_SCRIPT, running_stack
 
@@ -410,7 +410,7 @@ def test_policies_grants_and_audit(short_stack, user_dirs, tmp_path):
                 assert (await client.get("/v1/connections/c/token")).status_code == 200
         finally:
             await service.stop()
-        from broker.audit import read_audit
+        from broker.service.audit import read_audit
 
         entries = read_audit(Paths.default().state_dir / "audit.log")
         outcomes = [(e["connection"], e["outcome"]) for e in entries]
@@ -464,8 +464,8 @@ def test_sdk_client_with_broker_auth(short_stack, user_dirs, tmp_path):
             from mcp.client.client import Client
             from mcp.client.streamable_http import streamable_http_client
 
-            from broker.client import BrokerClient
-            from broker.httpx_auth import httpx2_auth
+            from broker.client.api_client import BrokerClient
+            from broker.client.httpx_auth import httpx2_auth
 
             auth = httpx2_auth("sdk", client=BrokerClient(str(service.api.socket_path)))
             async with httpx2.AsyncClient(auth=auth) as http:
@@ -482,7 +482,7 @@ def test_httpx_auth_refetches_once_on_401(user_dirs, tmp_path):
     """BrokerAuth against a server that rejects the first token it sees."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from broker.httpx_auth import BrokerAuth
+    from broker.client.httpx_auth import BrokerAuth
 
     seen = []
 
@@ -526,7 +526,7 @@ def test_httpx_auth_refetches_once_on_401(user_dirs, tmp_path):
 def test_token_hot_path_imports_nothing_heavy(user_dirs):
     code = (
         "import sys\n"
-        "from broker.launcher import main\n"
+        "from broker.client.launcher import main\n"
         "code = main(['token', 'nothing-runs'])\n"
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & "
         "{'httpx', 'keyring', 'cryptography', 'asyncio', 'platformdirs', 'PySide6', 'h11', 'argparse'})\n"

@@ -1,4 +1,4 @@
-"""The socket directory checks (broker.socketdir) on real directories.
+"""The socket directory checks (broker.client.socketdir) on real directories.
 
 Another owner is made with chown to uid 65534, so those cases need root (the CI runs as root).
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from broker.client.socketdir import MAX_SOCKET_PATH, check_socket_dir, prepare_socket_dir
 from broker.errors import SocketPathTooLong, StorageError, UnsafeSocketDir
-from broker.socketdir import MAX_SOCKET_PATH, check_socket_dir, prepare_socket_dir
 
 OTHER = 65534
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="making a directory another user's needs root")

@@ -9,8 +9,8 @@ import warnings
 import platformdirs
 import pytest
 
-from broker.paths import Paths
-from broker.socketpath import SOCKET_ENV, base_for, default_socket_path, socket_location
+from broker.client.socketpath import SOCKET_ENV, base_for, default_socket_path, socket_location
+from broker.storage.paths import Paths
 
 
 def platformdirs_path() -> str:

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from broker.tcpowner import _parse, by_proc_tables, by_sock_diag, peer_is_us, peer_uid
+from broker.driver.tcpowner import _parse, by_proc_tables, by_sock_diag, peer_is_us, peer_uid
 
 pytestmark = [
     pytest.mark.timeout(30),

@@ -8,9 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from broker.errors import BadResponse, InvalidClient, InvalidGrant, OAuthError
-from broker.registration import ClientRegistration
-from broker.secret import Secret
-from broker.tokens import (
+from broker.oauth.registration import ClientRegistration
+from broker.oauth.tokens import (
     TokenSet,
     code_exchange_request,
     parse_token_response,
@@ -18,6 +17,7 @@ from broker.tokens import (
     refresh_request,
     revocation_request,
 )
+from broker.secret import Secret
 
 from .sansio import ISSUER, as_metadata, resp
 

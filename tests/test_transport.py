@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
+from broker.driver.transport import Limits, Transport
 from broker.errors import NetworkError, ResponseTooLarge, UnsafeEndpoint
-from broker.http import HttpRequest
-from broker.transport import Limits, Transport
+from broker.oauth.http import HttpRequest
 
 pytestmark = pytest.mark.timeout(30)
 

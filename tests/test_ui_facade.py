@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from broker.config import load_config
-from broker.keystore import FileKeyStore
 from broker.model import ConnectionSettings, ConnectionState, public_view
-from broker.paths import Paths
+from broker.oauth.tokens import TokenSet
 from broker.secret import Secret
-from broker.service import BrokerService
+from broker.service.service import BrokerService
 from broker.status import Status
-from broker.store import Store
-from broker.tokens import TokenSet
+from broker.storage.config import load_config
+from broker.storage.keystore import FileKeyStore
+from broker.storage.paths import Paths
+from broker.storage.store import Store
 
 from .test_compose import LIFETIME
 
@@ -98,8 +98,8 @@ def service(user_dirs, tmp_path):
                 obtained_at=now,
             )
         )
-    from broker.engine import Engine
-    from broker.transport import Transport
+    from broker.driver.engine import Engine
+    from broker.driver.transport import Transport
 
     socket_path = user_dirs["XDG_RUNTIME_DIR"] / "mcp-token-broker" / "broker.sock"
     return BrokerService(
@@ -110,19 +110,19 @@ def service(user_dirs, tmp_path):
 def test_apply_settings_saves_off_the_loop_and_reschedules(service, monkeypatch):
     import asyncio
 
-    import broker.service
+    import broker.service.service
     from broker.errors import UsageError
 
     service, now = service
     expires = now + LIFETIME
     savers: list[threading.Thread] = []
-    real_save = broker.service.save_config
+    real_save = broker.service.service.save_config
 
     def save_config(paths, config):  # the real save, noting the thread it runs on
         savers.append(threading.current_thread())
         real_save(paths, config)
 
-    monkeypatch.setattr(broker.service, "save_config", save_config)
+    monkeypatch.setattr(broker.service.service, "save_config", save_config)
 
     async def main():
         await service.start()

@@ -3,7 +3,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from broker.errors import InvalidURL, UnsafeEndpoint
-from broker.urls import canonical_server_url, check_endpoint_url, is_loopback_host, path_inserted
+from broker.oauth.urls import canonical_server_url, check_endpoint_url, is_loopback_host, path_inserted
 
 
 @pytest.mark.parametrize(

@@ -9,11 +9,11 @@ import sys
 import pytest
 
 from broker.errors import KeyFileError, KeyringUnavailable, SchemaTooNew, VaultCorrupt, VaultKeyMismatch
-from broker.keystore import FileKeyStore, KeyringKeyStore
 from broker.model import ConnectionSettings, ConnectionState
-from broker.paths import Paths
-from broker.store import Store
-from broker.vault import Vault
+from broker.storage.keystore import FileKeyStore, KeyringKeyStore
+from broker.storage.paths import Paths
+from broker.storage.store import Store
+from broker.storage.vault import Vault
 
 
 @pytest.fixture
@@ -151,10 +151,10 @@ def test_real_secret_service_holds_the_key(tmp_path):
 WRITER = r"""
 import sys
 from pathlib import Path
-from broker.keystore import FileKeyStore
+from broker.storage.keystore import FileKeyStore
 from broker.model import ConnectionSettings, ConnectionState
-from broker.paths import Paths
-from broker.store import Store
+from broker.storage.paths import Paths
+from broker.storage.store import Store
 root = Path(sys.argv[1]); prefix = sys.argv[2]; count = int(sys.argv[3])
 store = Store(Paths(root / "c", root / "d", root / "s"), lambda: FileKeyStore(root / "k"))
 i = 0
@@ -220,8 +220,8 @@ def test_records_without_settings_are_kept(store):
 
 
 def _discovered(**endpoints):
-    from broker.discovery import AuthServerMetadata
     from broker.model import Discovered
+    from broker.oauth.discovery import AuthServerMetadata
 
     auth = {
         "issuer": "https://as.example",

@@ -21,10 +21,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from broker.checklist import security_check
 from broker.errors import BrokerError, InvalidName, InvalidURL
 from broker.model import check_name
-from broker.urls import canonical_server_url
+from broker.oauth.checklist import security_check
+from broker.oauth.urls import canonical_server_url
 
 from .bridge import Bridge
 from .checklist_view import ChecklistView

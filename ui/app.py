@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from broker.service import BrokerService
+    from broker.service.service import BrokerService
 
     from .bridge import Bridge, ServiceRunner
     from .main_window import MainWindow
@@ -20,7 +20,7 @@ __all__ = ["build", "main"]
 def _already_running() -> int | None:
     """If a broker already serves the socket: ask its window to show (exit 0),
     or explain that a headless one is in the way. None: nothing runs."""
-    from broker.client import BrokerClient, ServiceError
+    from broker.client.api_client import BrokerClient, ServiceError
 
     client = BrokerClient(timeout=5)
     if not client.is_running():
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minimized", action="store_true", help="start in the tray (as at login)")
     parser.add_argument("--policy", choices=("ask", "allow", "deny"), help="override the client policy for this run")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    from broker.hardening import harden_process
+    from broker.service.hardening import harden_process
 
     harden_process()  # here, not in `gui`: exec undoes PR_SET_DUMPABLE
 
@@ -109,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     app.setQuitOnLastWindowClosed(False)
 
     try:
-        from broker.socketdir import prepare_socket_dir
-        from broker.socketpath import socket_location
+        from broker.client.socketdir import prepare_socket_dir
+        from broker.client.socketpath import socket_location
 
         prepare_socket_dir(*socket_location())  # ours alone, or refuse (before the service puts its lock there)
         running = _already_running()

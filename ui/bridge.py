@@ -20,8 +20,8 @@ from PySide6.QtCore import QObject, Signal, Slot
 if TYPE_CHECKING:  # imported on the worker thread, so the window paints sooner
     import concurrent.futures
 
-    from broker import events as ev
-    from broker.service import BrokerService
+    from broker.service import events as ev
+    from broker.service.service import BrokerService
 
 __all__ = ["ServiceRunner", "Bridge"]
 
@@ -168,7 +168,7 @@ class Bridge(QObject):
     # -- events: loop thread -> signals -----------------------------------------
 
     def _on_event(self, event: ev.Event) -> None:
-        from broker import events as ev  # already loaded by the service: a dict lookup
+        from broker.service import events as ev  # already loaded by the service: a dict lookup
 
         if isinstance(event, ev.ConnectionChanged):
             self.connectionChanged.emit(event.name, dict(event.view))

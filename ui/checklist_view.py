@@ -10,7 +10,7 @@ from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 from .plaintext import escape, plain_label, plain_tip
 
 if TYPE_CHECKING:
-    from broker.checklist import CheckItem
+    from broker.oauth.checklist import CheckItem
 
 __all__ = ["ChecklistView"]
 

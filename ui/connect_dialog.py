@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import threading
+from typing import Any
 
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QHBoxLayout, QLineEdit, QPushButton, QVBoxLayout, QWidget
@@ -103,7 +102,7 @@ class ConnectDialog(QDialog):
         url = self.link.text()
 
         def run() -> None:  # webbrowser may wait for the browser command: not on the GUI thread
-            from broker.browser import open_browser
+            from broker.driver.browser import open_browser
             from broker.errors import BrowserRefused
 
             try:

@@ -24,7 +24,7 @@ from .checklist_view import ChecklistView
 from .plaintext import plain_label
 
 if TYPE_CHECKING:
-    from broker.service import BrokerService
+    from broker.service.service import BrokerService
 
 __all__ = ["DetailsPane"]
 
@@ -140,7 +140,7 @@ class DetailsPane(QWidget):
         self.refresh_token.setText("Yes: renewed in the background" if view.get("has_refresh_token") else "No")
         reg = view.get("registration") or {}
         self.registration.setText(f"{reg.get('method') or '—'} · client {reg.get('client_id') or '—'}")
-        from broker.checklist import CheckItem
+        from broker.oauth.checklist import CheckItem
 
         self.checklist.set_items([CheckItem(**item) for item in view.get("security") or ()])
         self.audit.clear()
@@ -151,7 +151,7 @@ class DetailsPane(QWidget):
             self.audit.addItem("No client has asked for this token yet.")
 
     def _fill_copy_menu(self) -> None:
-        from broker.snippets import CLIENTS
+        from broker.cli.snippets import CLIENTS
 
         menu = self.copy_button.menu()
         if menu.actions():
@@ -164,7 +164,7 @@ class DetailsPane(QWidget):
     def copy_snippet(self, client: str) -> None:
         if self.name is None or self.view is None:
             return
-        from broker.snippets import CLIENTS, snippet
+        from broker.cli.snippets import CLIENTS, snippet
 
         QGuiApplication.clipboard().setText(snippet(client, self.name, self.view["server_url"]))
         self.copied.emit(CLIENTS[client])

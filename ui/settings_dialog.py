@@ -4,15 +4,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from PySide6.QtWidgets import QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFormLayout, QLabel, QSpinBox, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QLabel,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
-from broker import autostart
-from broker.config import Config
+from broker.storage.config import Config
 
+from . import autostart
 from .bridge import Bridge
 
 if TYPE_CHECKING:
-    from broker.service import BrokerService
+    from broker.service.service import BrokerService
 
 __all__ = ["SettingsDialog"]
 

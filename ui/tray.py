@@ -8,7 +8,7 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 
-from broker.notify import plain_for_notification
+from broker.service.notify import plain_for_notification
 
 from .icons import STATUS_ICONS, app_icon, icon
 from .model import ConnectionsModel

@@ -8,7 +8,7 @@ runs under whatever ``python3`` is on PATH.
 
 The argument is either the URL itself or, as the broker passes it, the
 ``file:`` URL of a local page that redirects there with ``<meta
-http-equiv="refresh">`` (broker/browser.py keeps the authorization URL off
+http-equiv="refresh">`` (broker/driver/browser.py keeps the authorization URL off
 every command line that way). Like a real browser, this one reads the page
 and follows the refresh; it never guesses the URL from anywhere else.
 

@@ -1,0 +1,685 @@
+"""`mcp-token-broker`: the headless command line.
+
+Every failure is one line on stderr and a non-zero exit status, the one
+`broker.codes` gives the error's code (2 usage, 3 local storage, 4 login
+flow, 5 remote server, ...; the service's errors arrive as `ServiceError`s
+with its code); never a traceback unless MCP_TOKEN_BROKER_DEBUG=1.
+
+Heavy modules (httpx, keyring, cryptography) are imported inside the
+commands, so `--help` and `--version` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from .. import __version__
+
+if TYPE_CHECKING:
+    from ..driver.engine import Engine, FlowEvent
+
+__all__ = ["main", "build_parser"]
+
+PROG = "mcp-token-broker"
+DEBUG_ENV = "MCP_TOKEN_BROKER_DEBUG"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Connect once to OAuth-protected MCP servers and keep their tokens encrypted, fresh and at hand.",
+        epilog="Start with: mcp-token-broker add NAME URL, then mcp-token-broker connect NAME.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument(
+        "--key-file",
+        metavar="PATH",
+        help="keep the vault key in this 0600 file instead of the OS keyring "
+        "(also MCP_TOKEN_BROKER_KEY_FILE); less safe, for machines without a Secret Service",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log protocol steps to stderr (never secrets)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("add", help="add an MCP server and show what discovery found")
+    p.add_argument("name", help="a short name: a-z, 0-9, '.', '_', '-'")
+    p.add_argument("url", help="the MCP server URL, e.g. https://mcp.example.com/mcp")
+    p.add_argument("--scope", action="append", default=[], metavar="S", help="a scope to request (repeatable)")
+    p.add_argument("--client-id", metavar="ID", help="a client id you registered with the provider")
+    p.add_argument(
+        "--client-secret-stdin", action="store_true", help="read that client's secret from standard input"
+    )
+    p.add_argument(
+        "--client-metadata-url", metavar="URL", help="your https client ID metadata document, if you host one"
+    )
+    p.add_argument("--redirect-port", type=int, metavar="N", help="a fixed loopback redirect port (pre-registered clients)")
+    p.add_argument("--redirect-path", default="/callback", metavar="PATH", help="the redirect path (default /callback)")
+    p.add_argument(
+        "--no-resource",
+        action="store_true",
+        help="leave out the RFC 8707 resource parameter, for servers that reject it",
+    )
+
+    p = sub.add_parser("connect", help="log in through the browser and store the tokens")
+    p.add_argument("name")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--no-browser", action="store_true", help="print the login URL instead of opening a browser")
+    mode.add_argument(
+        "--paste", action="store_true", help="print the URL, then paste back the address the browser ended on"
+    )
+    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS", help="give up after this long (300)")
+
+    p = sub.add_parser("list", help="list connections with status, scopes and expiry")
+    p.add_argument("--json", action="store_true", help='print {"connections": [...]}')
+
+    p = sub.add_parser("show", help="show one connection in full (never a secret)")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("token", help="print a current access token, refreshing it first if needed")
+    p.add_argument("name")
+    p.add_argument(
+        "--min-ttl", type=int, default=None, metavar="SECONDS", help="refresh first if the token expires sooner"
+    )
+
+    p = sub.add_parser("disconnect", help="revoke the tokens at the server and forget them")
+    p.add_argument("name")
+
+    p = sub.add_parser("remove", help="forget a connection (revoking its tokens first)")
+    p.add_argument("name")
+
+    p = sub.add_parser("headers", help='print {"Authorization": "Bearer ..."} (for Claude Code\'s headersHelper)')
+    p.add_argument("name")
+    p.add_argument("--min-ttl", type=int, default=None, metavar="SECONDS")
+
+    p = sub.add_parser("proxy", help="a stdio MCP server forwarding to the connection's server (for stdio-only clients)")
+    p.add_argument("name")
+
+    p = sub.add_parser("gui", help="open the desktop app (runs the service inside it)")
+    # Declared here, not passed through as a REMAINDER: argparse hands options
+    # that lead a REMAINDER to the parent parser, which refuses them.
+    p.add_argument("--minimized", action="store_true", help="start in the tray (as at login)")
+    p.add_argument("--policy", choices=("ask", "allow", "deny"), help="override the client policy for this run")
+
+    p = sub.add_parser("serve", help="run the broker service in the foreground (headless)")
+    p.add_argument(
+        "--policy",
+        choices=("ask", "allow", "deny"),
+        help="what to do when a client without a grant asks for a token (default: the config file's "
+        "client_policy, else allow)",
+    )
+    p.add_argument("--approval-timeout", type=float, default=60.0, metavar="SECONDS", help="how long `ask` waits (60)")
+
+    p = sub.add_parser("audit", help="show who got which token, and who was refused")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--connection", metavar="NAME", help="only this connection")
+    p.add_argument("--limit", type=int, default=50, metavar="N", help="the last N entries (50; 0 for all)")
+
+    p = sub.add_parser("grants", help="list or revoke which clients may have which tokens")
+    p.add_argument("--json", action="store_true")
+    gsub = p.add_subparsers(dest="grants_command", metavar="ACTION")
+    r = gsub.add_parser("revoke", help="revoke a grant by its id")
+    r.add_argument("grant_id")
+
+    p = sub.add_parser("approvals", help="list token requests waiting for your decision (policy ask)")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser(
+        "approve", help="answer a waiting token request with the one-time code `serve` showed (asked for if not given)"
+    )
+    p.add_argument("approval_id")
+    p.add_argument("decision", choices=("allow_session", "allow_always", "deny_session", "deny_always"))
+    p.add_argument(
+        "--code", metavar="CODE", help="the code from the serve terminal or notification (else read from the terminal)"
+    )
+    return parser
+
+
+# -- plumbing -----------------------------------------------------------------
+
+
+def _engine(args: argparse.Namespace, *, flow_timeout: float = 300.0) -> Engine:
+    """The direct path (no service runs): an engine from the composition root.
+    It neither serves nor refreshes, so it does not read config.json."""
+    from ..compose import build_engine, resolve
+
+    return build_engine(resolve(key_file=args.key_file, read_config=False), flow_timeout=flow_timeout)
+
+
+async def _with_engine(args: argparse.Namespace, fn: Any, **kw: Any) -> Any:
+    engine = _engine(args, **kw)
+    try:
+        return await fn(engine)
+    finally:
+        await engine.transport.aclose()
+
+
+class _LineFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{PROG}: {record.levelname.lower()}: {record.getMessage()}"
+
+
+def _err(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def _fmt_time_left(expires_at: int | None, now: float) -> str:
+    if expires_at is None:
+        return "no expiry"
+    left = int(expires_at - now)
+    if left <= 0:
+        return "expired"
+    if left < 120:
+        return f"in {left}s"
+    if left < 7200:
+        return f"in {left // 60}m"
+    if left < 2 * 86400:
+        return f"in {left // 3600}h"
+    return f"in {left // 86400}d"
+
+
+def _read_line_in_thread() -> asyncio.Future[str]:
+    """stdin.readline in a daemon thread, so a pending read never blocks exit."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[str] = loop.create_future()
+
+    def run() -> None:
+        line = sys.stdin.readline()
+        loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(line))
+
+    threading.Thread(target=run, name="read-paste", daemon=True).start()
+    return fut
+
+
+def _service() -> Any:
+    """A client of the running service, or None when none runs."""
+    from ..client.api_client import BrokerClient
+
+    client = BrokerClient()
+    return client if client.is_running() else None
+
+
+def _require_service() -> Any:
+    from ..client.wire import NO_SERVICE
+    from ..errors import ServiceUnavailable
+
+    service = _service()
+    if service is None:
+        raise ServiceUnavailable(NO_SERVICE)
+    return service
+
+
+def _call(client: Any, method: str, path: str, body: Any = None, **kw: Any) -> Any:
+    """One request to the service. Its errors are `ServiceError`s, which `main`
+    reports like any `BrokerError`: the exit status comes from their code."""
+    return client.request(method, path, body, **kw)
+
+
+# -- commands -----------------------------------------------------------------
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    from ..secret import Secret
+
+    secret = None
+    if args.client_secret_stdin:
+        if not args.client_id:
+            _err("--client-secret-stdin needs --client-id")
+            return 2
+        line = sys.stdin.readline().strip()
+        if not line:
+            _err("no client secret on standard input")
+            return 2
+        secret = Secret(line)
+
+    async def run(engine: Engine) -> Any:
+        return await engine.add(
+            args.name,
+            args.url,
+            scopes=tuple(args.scope),
+            client_id=args.client_id,
+            client_secret=secret,
+            client_metadata_url=args.client_metadata_url,
+            redirect_port=args.redirect_port,
+            redirect_path=args.redirect_path,
+            use_resource=not args.no_resource,
+        )
+
+    service = _service()
+    if service is not None:
+        from ..model import ConnectionSettings
+
+        answer = _call(
+            service,
+            "POST",
+            "/v1/connections",
+            {
+                "name": args.name,
+                "server_url": args.url,
+                "scopes": list(args.scope),
+                "client_id": args.client_id,
+                "client_secret": secret.reveal() if secret else None,
+                "client_metadata_url": args.client_metadata_url,
+                "redirect_port": args.redirect_port,
+                "redirect_path": args.redirect_path,
+                "use_resource": not args.no_resource,
+            },
+            timeout=120,
+        )
+        settings = ConnectionSettings.from_json(args.name, answer["settings"])
+    else:
+        settings = asyncio.run(_with_engine(args, run))
+    d = settings.discovered
+    assert d is not None
+    methods = {
+        "preregistered": "pre-registered client id",
+        "metadata_document": "client ID metadata document",
+        "dynamic": "dynamic client registration (RFC 7591)",
+    }
+    offered = " ".join(d.scopes_offered) if d.scopes_offered else "(not listed)"
+    print(f"Added {settings.name} ({settings.server_url})")
+    print(f"  authorization server: {d.issuer}")
+    print(f"  scopes offered:       {offered}")
+    print(f"  will request:         {' '.join(d.scopes) or '(server default)'}")
+    print(f"  registration:         {methods.get(d.registration_method, d.registration_method)}")
+    print(f"  resource indicator:   {d.resource if settings.use_resource else 'not sent (--no-resource)'}")
+    print(f"Next: {PROG} connect {settings.name}")
+    return 0
+
+
+def _connect_via_service(service: Any, name: str, mode: str, on_event: Any, timeout: float) -> Any:
+    """Start the login inside the service and follow its progress."""
+    from ..client.api_client import quote
+    from ..driver.engine import FlowEvent
+
+    flow = _call(service, "POST", f"/v1/connections/{quote(name)}/connect", {"mode": mode})
+    flow_id = flow["flow_id"]
+    after = 0
+    deadline = time.monotonic() + timeout
+    pasting = False
+    try:
+        while True:
+            state = _call(service, "GET", f"/v1/flows/{flow_id}?after={after}&wait=20", timeout=40)
+            for event in state["events"]:
+                on_event(FlowEvent(event["stage"], event["message"], event.get("url")))
+                if mode == "paste" and event["stage"] == "waiting_for_browser" and not pasting:
+                    pasting = True
+                    _paste_in_background(service, flow_id)
+            after = state["next"]
+            if state["done"]:
+                break
+            if time.monotonic() > deadline:
+                _call(service, "DELETE", f"/v1/flows/{flow_id}")
+                from ..errors import FlowTimeout
+
+                raise FlowTimeout(f"no answer from the browser within {timeout:g} s")
+    except KeyboardInterrupt:
+        _call(service, "DELETE", f"/v1/flows/{flow_id}")
+        raise
+    if state["error"]:
+        from ..errors import ServiceError
+
+        raise ServiceError(0, state["error"]["error"], state["error"]["message"])
+    return _call(service, "GET", f"/v1/connections/{quote(name)}")
+
+
+def _paste_in_background(service: Any, flow_id: str) -> None:
+    from ..errors import BrokerError
+
+    def run() -> None:
+        while True:
+            line = sys.stdin.readline()
+            if not line:
+                return
+            if line.strip():
+                try:
+                    _call(service, "POST", f"/v1/flows/{flow_id}/paste", {"url": line.strip()})
+                except (BrokerError, OSError):
+                    return
+
+    threading.Thread(target=run, name="paste", daemon=True).start()
+
+
+def cmd_connect(args: argparse.Namespace) -> int:
+    mode = "paste" if args.paste else "no-browser" if args.no_browser else "browser"
+
+    def on_event(event: FlowEvent) -> None:
+        if event.stage == "waiting_for_browser":
+            if mode == "browser":
+                _err("opening your browser to log in; if it does not open, visit:")
+            elif mode == "no-browser":
+                _err("open this URL in a browser on this machine to log in:")
+            else:
+                _err("open this URL in any browser and log in:")
+            print(f"\n  {event.url}\n", file=sys.stderr, flush=True)
+            if mode == "paste":
+                _err("then paste the full address the browser ended on (it may show an error page) and press Enter:")
+        elif event.stage == "paste_rejected":
+            _err(f"warning: {event.message}")
+        elif event.stage == "browser_failed":
+            _err("no browser could be started; open the URL above yourself")
+        elif event.stage in ("registering", "exchanging"):
+            _err(event.message)
+
+    async def read_pasted() -> str:
+        return await _read_line_in_thread()
+
+    async def run(engine: Engine) -> Any:
+        return await engine.connect(args.name, mode=mode, on_event=on_event, read_pasted_url=read_pasted)
+
+    service = _service()
+    if service is not None:
+        view = _connect_via_service(service, args.name, mode, on_event, args.timeout)
+    else:
+        view = asyncio.run(_with_engine(args, run, flow_timeout=args.timeout))
+    print(
+        f"Connected {view['name']}: scopes {' '.join(view['scopes']) or '(none)'}, "
+        f"expires {_fmt_time_left(view['expires_at'], time.time())}"
+    )
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    service = _service()
+    if service is not None:
+        answer = _call(service, "GET", "/v1/connections")
+        rows, orphans = answer["connections"], answer.get("orphaned", [])
+    else:
+        engine = _engine(args)
+        rows, orphans = engine.list(), engine.orphans()
+        asyncio.run(engine.transport.aclose())
+    if args.json:
+        print(json.dumps({"connections": rows, "orphaned": orphans} if orphans else {"connections": rows}, indent=2))
+        return 0
+    if not rows and not orphans:
+        print(f"No connections yet. Add one with: {PROG} add NAME URL")
+        return 0
+    now = time.time()
+    table = [("NAME", "STATUS", "EXPIRES", "SCOPES", "SERVER")]
+    for r in rows:
+        table.append((r["name"], r["status"], _fmt_time_left(r["expires_at"], now) if r["expires_at"] or r["status"] != "not_connected" else "-", " ".join(r["scopes"]) or "-", r["server_url"]))
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    if rows:
+        for row in table:
+            print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4])
+    for orphan in orphans:  # kept in the vault, never served; see broker.storage.store
+        print(f"{orphan['name']}: {orphan['message']}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from ..client.api_client import quote
+
+    service = _service()
+    if service is not None:
+        view = _call(service, "GET", f"/v1/connections/{quote(args.name)}?detail=full")
+    else:
+        engine = _engine(args)
+        view = engine.show(args.name)
+        asyncio.run(engine.transport.aclose())
+    if args.json:
+        print(json.dumps(view, indent=2))
+        return 0
+    if view["status"] == "orphaned":
+        print(f"name    {view['name']}\nstatus  {view['message']}")
+        if view["server_url"]:
+            print(f"server  {view['server_url']} (from the vault)")
+        return 0
+    now = time.time()
+    reg = view["registration"]
+    lines = [
+        ("name", view["name"]),
+        ("server", view["server_url"]),
+        ("status", view["status"]),
+        ("issuer", view["issuer"] or "-"),
+        ("resource", view["resource"] if view["send_resource"] else f"{view['resource']} (not sent)"),
+        ("requested scopes", " ".join(view["requested_scopes"]) or "-"),
+        ("granted scopes", " ".join(view["scopes"]) or "-"),
+        (
+            "expires",
+            f"{view['expires_at']} ({_fmt_time_left(view['expires_at'], now)})" if view["expires_at"] else "-",
+        ),
+        ("refresh token", "yes" if view["has_refresh_token"] else "no"),
+        ("registration", reg["method"] or "-"),
+        ("client id", reg["client_id"] or "-"),
+        ("redirect uri", reg["redirect_uri"] or "-"),
+    ]
+    if view["last_error"]:
+        lines.append(("last error", view["last_error"]))
+    width = max(len(k) for k, _ in lines)
+    for key, value in lines:
+        print(f"{key.ljust(width)}  {value}")
+    marks = {"pass": "ok  ", "warn": "warn", "fail": "FAIL", "unknown": "?   "}
+    if view.get("security"):
+        print("security check")
+        for item in view["security"]:
+            print(f"  [{marks[item['verdict']]}] {item['label']}: {item['detail']}")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from ..client.fastpath import run
+    from ..model import check_name
+
+    check_name(args.name)
+    argv = [args.command, args.name]
+    if args.min_ttl is not None:
+        argv += ["--min-ttl", str(args.min_ttl)]
+    return run(argv) or 0
+
+
+cmd_headers = cmd_token
+
+
+def _change(args: argparse.Namespace, method: str, path: str, engine_call: Any, done: str) -> int:
+    """Disconnect/remove: through the service when one runs, else directly."""
+    service = _service()
+    if service is not None:
+        warning = _call(service, method, path, timeout=120)["warning"]
+    else:
+
+        async def run(engine: Engine) -> Any:
+            return await engine_call(engine)
+
+        warning = asyncio.run(_with_engine(args, run))
+    if warning:
+        _err(f"warning: {warning}")
+    print(f"{done} {args.name}")
+    return 0
+
+
+def cmd_disconnect(args: argparse.Namespace) -> int:
+    from ..client.api_client import quote
+
+    path = f"/v1/connections/{quote(args.name)}/disconnect"
+    return _change(args, "POST", path, lambda e: e.disconnect(args.name), "Disconnected")
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    from ..client.api_client import quote
+
+    path = f"/v1/connections/{quote(args.name)}"
+    return _change(args, "DELETE", path, lambda e: e.remove(args.name), "Removed")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ..client.socketdir import prepare_socket_dir
+    from ..compose import build_service, resolve
+    from ..service.hardening import harden_process
+
+    harden_process()
+    setup = resolve(key_file=args.key_file, policy=args.policy)
+    prepare_socket_dir(setup.socket_path, setup.socket_base)  # before anything (the instance lock) goes in there
+    service = build_service(setup, approval_timeout=args.approval_timeout)
+
+    def started() -> None:
+        _err(f"serving on {service.api.socket_path} (client policy: {setup.policy}); Ctrl-C stops")
+
+    asyncio.run(service.run(on_started=started))
+    _err("stopped")
+    return 0
+
+
+def cmd_proxy(args: argparse.Namespace) -> int:
+    from ..client.api_client import BrokerClient, ServiceUnavailable, quote
+    from ..client.proxy import run_proxy
+    from ..service.hardening import harden_process
+
+    harden_process()
+    client = BrokerClient()
+    try:
+        view = client.request("GET", f"/v1/connections/{quote(args.name)}")
+    except ServiceUnavailable:
+        from ..client.wire import NO_SERVICE
+
+        raise ServiceUnavailable(NO_SERVICE) from None
+    import anyio
+
+    anyio.run(run_proxy, args.name, view["server_url"])
+    return 0
+
+
+def cmd_gui(args: argparse.Namespace) -> int:
+    # Exec the ui package instead of importing it: broker never imports Qt.
+    import importlib.util
+
+    if importlib.util.find_spec("PySide6") is None:
+        _err("the desktop app needs PySide6: pip install 'mcp-token-broker[gui]'")
+        return 2
+    from ..compose import KEY_FILE_ENV
+
+    env = dict(os.environ)
+    if args.key_file:  # the app takes it from the environment, as broker.compose reads it
+        env[KEY_FILE_ENV] = args.key_file
+    gui_args = ["--minimized"] if args.minimized else []
+    if args.policy:
+        gui_args += ["--policy", args.policy]
+    os.execve(sys.executable, [sys.executable, "-m", "ui", *gui_args], env)
+    return 0  # not reached
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from ..service.audit import read_audit
+    from ..storage.paths import Paths
+
+    entries = read_audit(Paths.default().state_dir / "audit.log", connection=args.connection, limit=args.limit or None)
+    if args.json:
+        for entry in entries:
+            print(json.dumps(entry))
+        return 0
+    if not entries:
+        print("No token has been handed out or refused yet.")
+        return 0
+    for e in entries:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.get("time", 0)))
+        detail = f" ({e['detail']})" if e.get("detail") else ""
+        print(f"{when}  {e.get('outcome', '?'):<7} {e.get('connection', '?'):<20} {e.get('client', '?')} [pid {e.get('pid')}]{detail}")
+    return 0
+
+
+def cmd_grants(args: argparse.Namespace) -> int:
+    service = _service()
+    if args.grants_command == "revoke":
+        if service is not None:
+            _call(service, "DELETE", f"/v1/grants/{args.grant_id}")
+        else:
+            from ..service.grants import Grants
+            from ..storage.paths import Paths
+
+            if Grants(Paths.default().config_dir / "grants.json").revoke(args.grant_id) is None:
+                _err(f"no grant {args.grant_id!r}")
+                return 2
+        print(f"Revoked {args.grant_id}")
+        return 0
+    if service is not None:
+        grants = _call(service, "GET", "/v1/grants")["grants"]
+    else:
+        from ..service.grants import Grants
+        from ..storage.paths import Paths
+
+        grants = [g.to_json() for g in Grants(Paths.default().config_dir / "grants.json").list()]
+    if args.json:
+        print(json.dumps({"grants": grants}, indent=2))
+        return 0
+    if not grants:
+        print("No grants. Clients get tokens by the service's policy.")
+        return 0
+    for g in grants:
+        verdict = "allow" if g["allow"] else "deny"
+        print(f"{g['id']}  {verdict:<5} {g['scope']:<7} {g['connection']:<20} {g['client_name']}")
+    return 0
+
+
+def cmd_approvals(args: argparse.Namespace) -> int:
+    service = _require_service()
+    pending = _call(service, "GET", "/v1/approvals")["approvals"]
+    if args.json:
+        print(json.dumps({"approvals": pending}, indent=2))
+    elif not pending:
+        print("Nothing is waiting for a decision.")
+    for a in pending if not args.json else ():
+        print(f"{a['id']}  {a['connection']:<20} {a['client']['name']} (pid {a['client']['pid']})")
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    service = _require_service()
+    code = args.code
+    if code is None:
+        # Typed, not in argv: other processes can read a command line.
+        if sys.stdin.isatty():
+            sys.stderr.write("Code shown where the broker runs (its terminal or a notification): ")
+            sys.stderr.flush()
+        code = sys.stdin.readline().strip()
+    _call(service, "POST", f"/v1/approvals/{args.approval_id}", {"decision": args.decision, "code": code})
+    print(f"Answered {args.approval_id}: {args.decision}")
+    return 0
+
+
+COMMANDS = {
+    "add": cmd_add,
+    "connect": cmd_connect,
+    "list": cmd_list,
+    "show": cmd_show,
+    "token": cmd_token,
+    "disconnect": cmd_disconnect,
+    "remove": cmd_remove,
+    "headers": cmd_headers,
+    "serve": cmd_serve,
+    "proxy": cmd_proxy,
+    "gui": cmd_gui,
+    "audit": cmd_audit,
+    "grants": cmd_grants,
+    "approvals": cmd_approvals,
+    "approve": cmd_approve,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LineFormatter())
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines show full URLs
+    from ..errors import BrokerError
+
+    try:
+        return COMMANDS[args.command](args)
+    except BrokerError as exc:  # the service's errors too (ServiceError)
+        _err(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _err("cancelled")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI promises one line, not a traceback
+        if os.environ.get(DEBUG_ENV):
+            raise
+        _err(f"internal error ({type(exc).__name__}); rerun with {DEBUG_ENV}=1 for details")
+        return 1

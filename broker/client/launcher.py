@@ -1,0 +1,28 @@
+"""The `mcp-token-broker` console script.
+
+`token` and `headers` run on every request an MCP client makes, so they take
+a fast path: the standard library's socket and json, nothing else (no
+argparse-heavy CLI, no asyncio, httpx, keyring, cryptography, platformdirs
+or Qt). Everything else goes to `broker.cli.main`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = ["main"]
+
+_FAST = ("token", "headers")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in _FAST and not any(a in ("-h", "--help") for a in args):
+        from .fastpath import run
+
+        code = run(args)
+        if code is not None:
+            return code
+    from ..cli.main import main as full_main
+
+    return full_main(args)

@@ -1,0 +1,374 @@
+"""The protocol's decisions as sans-IO flows, in the style of httpx's `auth_flow`.
+
+A flow is a generator. It yields what it needs done, one step at a time, and
+returns its result; it never touches the network, the browser or the store.
+`broker.driver.engine.Engine` is the driver that answers each step:
+
+    step it yields              what the driver sends back
+    ─────────────────────────   ─────────────────────────────────────────────
+    HttpRequest                 the HttpResponse (`Transport.send`)
+    CheckEndpoint               None, after `Transport.check_url` allowed it
+    FlowEvent                   None (progress, shown to the user)
+    Registered                  None, once the registration is in the vault
+    NeedCode                    the authorization code (a browser round trip)
+
+An error the driver meets while answering (a `NetworkError`, an
+`UnsafeEndpoint`, a `FlowTimeout`) is thrown into the flow at its `yield`, so
+a flow handles the failures of its own steps with a plain `try`, exactly as
+if it had made the call itself.
+
+The browser round trip is a step (`NeedCode`) rather than something the flow
+waits for: the login flow decides that an `invalid_client` from the token
+endpoint means "register again and log in once more", and says so by
+yielding `NeedCode` a second time; the driver's receiver listens again on the
+same port. So the retry, the "this 4xx means the server forgot our client"
+rule, the discovery fallback order and the revocation order each live in one
+place here, and tests drive them by hand with in-memory responses.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from ..errors import (
+    DiscoveryError,
+    InvalidClient,
+    OAuthError,
+    RegistrationError,
+    RemoteError,
+    SettingsMismatch,
+)
+from ..model import (
+    Binding,
+    ConnectionSettings,
+    ConnectionState,
+    Discovered,
+    check_binding,
+)
+from ..secret import Secret
+from .authorization import PendingAuthorization, start_authorization
+from .discovery import (
+    AuthServerMetadata,
+    ResourceMetadata,
+    auth_server_metadata_urls,
+    choose_scopes,
+    metadata_request,
+    parse_auth_server_metadata,
+    parse_resource_metadata,
+    probe_request,
+    read_probe,
+    resource_metadata_urls,
+)
+from .http import HttpRequest, HttpResponse
+from .registration import (
+    ClientRegistration,
+    choose_method,
+    metadata_document_client,
+    parse_registration_response,
+    preregistered,
+    registration_request,
+)
+from .tokens import (
+    TokenSet,
+    code_exchange_request,
+    parse_token_response,
+    read_revocation_response,
+    revocation_request,
+)
+
+__all__ = [
+    "CheckEndpoint",
+    "Flow",
+    "FlowEvent",
+    "NeedCode",
+    "Registered",
+    "Step",
+    "check_client_issuer",
+    "client_recognised_flow",
+    "disconnect_flow",
+    "discovery_flow",
+    "login_flow",
+    "registration_flow",
+    "revoke_flow",
+]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: The authorization server endpoints that discovery checks against the
+#: connection's endpoint policy: the browser goes to the first, secrets to the others.
+CHECKED_ENDPOINTS = ("authorization_endpoint", "token_endpoint", "registration_endpoint", "revocation_endpoint")
+
+
+@dataclass(frozen=True)
+class FlowEvent:
+    """Progress of a `connect`, for the CLI's stderr and the GUI."""
+
+    stage: Literal[
+        "discovering", "registering", "waiting_for_browser", "browser_failed", "paste_rejected", "exchanging", "done"
+    ]
+    message: str
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckEndpoint:
+    """Refuse to go on unless this connection may send to `url` (`broker.oauth.netpolicy`)."""
+
+    url: str
+    what: str
+
+
+@dataclass(frozen=True)
+class NeedCode:
+    """One browser round trip for `pending`; the answer is the code."""
+
+    pending: PendingAuthorization
+
+
+@dataclass(frozen=True)
+class Registered:
+    """Keep this registration before the browser opens, so a failed login
+    does not register yet another client next time."""
+
+    registration: ClientRegistration
+
+
+Step = HttpRequest | CheckEndpoint | FlowEvent | NeedCode | Registered
+#: A flow yields steps, is sent their answers, and returns a `T`.
+Flow = Generator[Step, Any, T]
+
+
+# -- discovery ----------------------------------------------------------------
+
+
+def _resource_metadata(server_url: str, urls: list[str]) -> Flow[ResourceMetadata | None]:
+    for url in urls:
+        response = yield metadata_request(url, "protected resource metadata")
+        found = parse_resource_metadata(response, url, server_url)
+        if found is not None:
+            return found
+    return None
+
+
+def _auth_server_metadata(issuer: str) -> Flow[AuthServerMetadata]:
+    tried = []
+    for url, source in auth_server_metadata_urls(issuer):
+        response = yield metadata_request(url, "authorization server metadata")
+        found = parse_auth_server_metadata(response, url, source, issuer)
+        if found is not None:
+            return found
+        tried.append(url)
+    raise DiscoveryError(f"{issuer} publishes no authorization server metadata (tried {', '.join(tried)})")
+
+
+def discovery_flow(
+    server_url: str,
+    *,
+    scopes: tuple[str, ...] = (),
+    client_id: str | None = None,
+    client_metadata_url: str | None = None,
+) -> Flow[Discovered]:
+    """Probe, then resource metadata URLs in order, then authorization server
+    metadata URLs in order (`broker.oauth.discovery` gives the orders); then every
+    endpoint found goes through the endpoint policy. `server_url` is canonical."""
+    probe = read_probe((yield probe_request(server_url)))
+    urls = resource_metadata_urls(server_url, probe)
+    prm = yield from _resource_metadata(server_url, urls)
+    if prm is None:
+        raise DiscoveryError(
+            f"{server_url} publishes no protected resource metadata (RFC 9728; tried {', '.join(urls)}); "
+            "is this an OAuth-protected MCP server?"
+        )
+    issuer = prm.authorization_servers[0]
+    auth_server = yield from _auth_server_metadata(issuer)
+    # The browser goes to the authorization endpoint and secrets go to the
+    # others: all must be as far out as the MCP server (broker.oauth.netpolicy).
+    for key in CHECKED_ENDPOINTS:
+        endpoint = getattr(auth_server, key)
+        if endpoint is not None:
+            yield CheckEndpoint(endpoint, f"`{key}` of {issuer}")
+    return Discovered(
+        issuer=auth_server.issuer,
+        resource=prm.resource,
+        scopes=choose_scopes(scopes, probe, prm, auth_server),
+        scopes_offered=prm.scopes_supported,
+        registration_method=choose_method(auth_server, client_id=client_id, client_metadata_url=client_metadata_url),
+        resource_metadata_url=prm.url,
+        auth_server=auth_server,
+    )
+
+
+# -- registration -------------------------------------------------------------
+
+
+def client_forgotten(response: HttpResponse) -> bool:
+    """Servers answer an authorization request from a client they do not
+    know with a 4xx page instead of a redirect to the login."""
+    return 400 <= response.status < 500
+
+
+def client_recognised_flow(discovered: Discovered, registration: ClientRegistration) -> Flow[bool]:
+    """Ask the authorization endpoint, without a browser, whether it still
+    knows this client and redirect URI. This is how a stale registration (a
+    server that forgot its clients) heals itself instead of stranding the
+    user on an error page."""
+    probe = start_authorization(
+        discovered.auth_server,
+        client_id=registration.client_id,
+        redirect_uri=registration.redirect_uri,
+        scope=discovered.scopes,
+        resource=None,
+    )
+    try:
+        response = yield HttpRequest("GET", probe.url, "authorization endpoint")
+    except RemoteError:
+        return True  # inconclusive: let the real flow show what happens
+    return not client_forgotten(response)
+
+
+def registration_flow(
+    settings: ConnectionSettings,
+    state: ConnectionState,
+    discovered: Discovered,
+    redirect_uri: str,
+    now: float,
+    *,
+    force_new: bool = False,
+) -> Flow[ClientRegistration]:
+    """The client to log in with: pre-registered, a metadata document, the
+    stored dynamic registration while the server still knows it, else a new one."""
+    server = discovered.auth_server
+    method = discovered.registration_method
+    if method == "preregistered":
+        secret = Secret(state.client_secret) if state.client_secret else None
+        return preregistered(server, client_id=settings.client_id or "", client_secret=secret, redirect_uri=redirect_uri)
+    if method == "metadata_document":
+        return metadata_document_client(server, url=settings.client_metadata_url or "", redirect_uri=redirect_uri)
+    existing = state.registration
+    if (
+        not force_new
+        and existing is not None
+        and existing.method == "dynamic"
+        and existing.issuer == discovered.issuer  # never reuse across issuers
+        and existing.redirect_uri == redirect_uri
+        and not existing.expired(now)
+        and (yield from client_recognised_flow(discovered, existing))
+    ):
+        return existing
+    yield FlowEvent("registering", f"registering with {discovered.issuer}")
+    response = yield registration_request(server, redirect_uri=redirect_uri, scope=discovered.scopes)
+    return parse_registration_response(response, server=server, redirect_uri=redirect_uri)
+
+
+# -- login ----------------------------------------------------------------------
+
+
+def check_client_issuer(settings: ConnectionSettings, state: ConnectionState, discovered: Discovered) -> None:
+    """A pre-registered client id belongs to the issuer that issued it. Its
+    secret is bound to that issuer in the vault (the settings' copy is
+    plaintext and may have been edited)."""
+    secret_issuer = state.binding.issuer if state.binding and state.client_secret else None
+    issued_by = secret_issuer or (settings.discovered.issuer if settings.discovered else None)
+    if discovered.registration_method == "preregistered" and issued_by is not None and issued_by != discovered.issuer:
+        raise RegistrationError(
+            f"{settings.server_url} now uses the authorization server {discovered.issuer}, but the client id "
+            f"was issued by {issued_by}; remove the connection and add it with a client id "
+            "for the new server"
+        )
+
+
+def login_flow(
+    settings: ConnectionSettings,
+    state: ConnectionState,
+    discovered: Discovered,
+    redirect_uri: str,
+    clock: Callable[[], float],
+) -> Flow[tuple[ClientRegistration, TokenSet]]:
+    """Register (or reuse), get a code from the browser, exchange it. A
+    dynamic client the token endpoint calls `invalid_client` was forgotten
+    between the browser and the token endpoint: register again and log in
+    once more, once."""
+    registration = yield from registration_flow(settings, state, discovered, redirect_uri, clock())
+    yield Registered(registration)
+    resource = discovered.resource if settings.use_resource else None
+    for attempt in (1, 2):
+        pending = start_authorization(
+            discovered.auth_server,
+            client_id=registration.client_id,
+            redirect_uri=registration.redirect_uri,
+            scope=discovered.scopes,
+            resource=resource,
+        )
+        code: Secret = yield NeedCode(pending)
+        yield FlowEvent("exchanging", "exchanging the authorization code")
+        request = code_exchange_request(
+            discovered.auth_server,
+            registration,
+            code=code,
+            code_verifier=pending.code_verifier,
+            redirect_uri=pending.redirect_uri,
+            resource=pending.resource,
+        )
+        try:
+            response = yield request
+            return registration, parse_token_response(response, now=clock(), requested_scope=pending.scope)
+        except InvalidClient:
+            if registration.method != "dynamic" or attempt == 2:
+                raise
+        registration = yield from registration_flow(
+            settings, state, discovered, redirect_uri, clock(), force_new=True
+        )
+        yield Registered(registration)
+    raise AssertionError("unreachable: the second attempt returns or raises")
+
+
+# -- revocation -------------------------------------------------------------------
+
+
+def revoke_flow(bound: Binding, state: ConnectionState) -> Flow[str | None]:
+    """Revoke at the vault's revocation endpoint; a warning if that failed.
+
+    The refresh token first: revoking it ends the grant (RFC 7009 section
+    2.1). Then the access token, where the server allows it: a server that
+    cannot revoke self-contained access tokens says `unsupported_token_type`,
+    which is fine once the grant is gone, and only then."""
+    tokens = state.tokens
+    server = bound.endpoints()
+    if tokens is None:
+        return None
+    if not server.revocation_endpoint:
+        return f"{server.issuer} offers no revocation endpoint; the tokens were forgotten locally"
+    if state.registration is None:
+        return None
+    try:
+        if tokens.refresh_token:
+            read_revocation_response(
+                (yield revocation_request(server, state.registration, tokens.refresh_token, "refresh_token"))
+            )
+        response = yield revocation_request(server, state.registration, tokens.access_token, "access_token")
+        try:
+            read_revocation_response(response)
+        except OAuthError as exc:
+            if exc.error != "unsupported_token_type" or not tokens.refresh_token:
+                raise
+            log.info("the server cannot revoke self-contained access tokens; it revoked the grant")
+    except RemoteError as exc:
+        return f"could not revoke at the server ({exc}); the tokens were forgotten locally"
+    return None
+
+
+def disconnect_flow(settings: ConnectionSettings, state: ConnectionState) -> Flow[str | None]:
+    """Revoke a connection's tokens, if any, where the vault says they may
+    go; a warning for the user if they were only forgotten locally."""
+    if not state.tokens:
+        return None
+    try:
+        bound = check_binding(settings, state)
+    except SettingsMismatch as exc:
+        return f"not revoked at the server: {exc.why}; the tokens were forgotten locally"
+    return (yield from revoke_flow(bound, state))

@@ -1,0 +1,201 @@
+"""Token endpoint and revocation requests, and the checks on what comes back.
+
+Pure functions: they build `HttpRequest`s and read `HttpResponse`s.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import quote
+
+from ..errors import BadResponse, describe_remote_text, oauth_error
+from ..secret import Secret
+from .discovery import AuthServerMetadata
+from .http import HttpRequest, HttpResponse, form_request
+from .registration import ClientRegistration
+
+__all__ = [
+    "TokenSet",
+    "code_exchange_request",
+    "refresh_request",
+    "revocation_request",
+    "parse_token_response",
+    "read_revocation_response",
+    "client_auth",
+]
+
+#: `expires_in` above this (ten years) is treated as nonsense.
+MAX_EXPIRES_IN = 10 * 365 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class TokenSet:
+    access_token: Secret = field(repr=False)
+    token_type: str
+    expires_at: int | None
+    scope: tuple[str, ...]
+    refresh_token: Secret | None = field(repr=False)
+    obtained_at: int
+
+    def expires_within(self, seconds: float, now: float) -> bool:
+        return self.expires_at is not None and self.expires_at - now <= seconds
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "access_token": self.access_token.reveal(),
+            "token_type": self.token_type,
+            "expires_at": self.expires_at,
+            "scope": list(self.scope),
+            "refresh_token": self.refresh_token.reveal() if self.refresh_token else None,
+            "obtained_at": self.obtained_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TokenSet:
+        refresh = data.get("refresh_token")
+        return cls(
+            access_token=Secret(data["access_token"]),
+            token_type=data["token_type"],
+            expires_at=data.get("expires_at"),
+            scope=tuple(data.get("scope") or ()),
+            refresh_token=Secret(refresh) if refresh else None,
+            obtained_at=data["obtained_at"],
+        )
+
+
+def client_auth(registration: ClientRegistration, fields: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """Add client authentication (RFC 6749 section 2.3) to a form; return extra headers."""
+    method = registration.token_endpoint_auth_method
+    secret = registration.client_secret
+    if method == "client_secret_basic" and secret:
+        # RFC 6749 section 2.3.1: form-urlencode both parts before Basic.
+        raw = f"{quote(registration.client_id, safe='')}:{quote(secret.reveal(), safe='')}"
+        return (("Authorization", "Basic " + base64.b64encode(raw.encode()).decode()),)
+    fields["client_id"] = registration.client_id
+    if method == "client_secret_post" and secret:
+        fields["client_secret"] = secret.reveal()
+    return ()
+
+
+def code_exchange_request(
+    server: AuthServerMetadata,
+    registration: ClientRegistration,
+    *,
+    code: Secret,
+    code_verifier: Secret,
+    redirect_uri: str,
+    resource: str | None,
+) -> HttpRequest:
+    fields = {
+        "grant_type": "authorization_code",
+        "code": code.reveal(),
+        "redirect_uri": redirect_uri,
+        "code_verifier": code_verifier.reveal(),
+    }
+    if resource:
+        fields["resource"] = resource
+    headers = client_auth(registration, fields)
+    return form_request(server.token_endpoint, "token endpoint", fields, headers)
+
+
+def refresh_request(
+    server: AuthServerMetadata,
+    registration: ClientRegistration,
+    *,
+    refresh_token: Secret,
+    resource: str | None,
+) -> HttpRequest:
+    fields = {"grant_type": "refresh_token", "refresh_token": refresh_token.reveal()}
+    if resource:
+        fields["resource"] = resource
+    headers = client_auth(registration, fields)
+    return form_request(server.token_endpoint, "token endpoint", fields, headers)
+
+
+def revocation_request(
+    server: AuthServerMetadata, registration: ClientRegistration, token: Secret, hint: str
+) -> HttpRequest:
+    if not server.revocation_endpoint:
+        raise ValueError("the server offers no revocation endpoint")
+    fields = {"token": token.reveal(), "token_type_hint": hint}
+    headers = client_auth(registration, fields)
+    return form_request(server.revocation_endpoint, "revocation endpoint", fields, headers)
+
+
+def _error_from(response: HttpResponse, where: str) -> Exception:
+    try:
+        doc = response.json_object(where)
+    except BadResponse:
+        return BadResponse(f"{where} answered HTTP {response.status} without an OAuth error")
+    error = doc.get("error")
+    if not isinstance(error, str) or not error:
+        return BadResponse(f"{where} answered HTTP {response.status} without an OAuth error")
+    description = doc.get("error_description")
+    return oauth_error(error, description if isinstance(description, str) else None, where=where)
+
+
+def parse_token_response(
+    response: HttpResponse,
+    *,
+    now: float,
+    requested_scope: tuple[str, ...],
+    previous: TokenSet | None = None,
+) -> TokenSet:
+    """Validate a token response (RFC 6749 section 5).
+
+    `previous` is the set being refreshed: its refresh token and scope carry
+    over when the server leaves them out, and a new refresh token, when sent,
+    always replaces it (rotation).
+    """
+    where = "token endpoint"
+    if response.status != 200:
+        raise _error_from(response, where)
+    doc = response.json_object(where)
+    token_type = doc.get("token_type")
+    if not isinstance(token_type, str) or token_type.lower() != "bearer":
+        raise BadResponse(
+            f"{where} issued a token of type {describe_remote_text(token_type, 40)!r}; only Bearer is supported"
+        )
+    access = doc.get("access_token")
+    if not isinstance(access, str) or not access:
+        raise BadResponse(f"{where} returned no access_token")
+    expires_in = doc.get("expires_in")
+    if isinstance(expires_in, str) and expires_in.isdigit():
+        expires_in = int(expires_in)  # tolerated: some servers send a string
+    if expires_in is None:
+        expires_at = None
+    elif isinstance(expires_in, int) and not isinstance(expires_in, bool) and 0 < expires_in <= MAX_EXPIRES_IN:
+        expires_at = int(now) + expires_in
+    else:
+        raise BadResponse(f"{where} returned an invalid expires_in")
+    scope_value = doc.get("scope")
+    if isinstance(scope_value, str):
+        scope = tuple(scope_value.split())
+    elif scope_value is None:
+        # RFC 6749 section 5.1: omitted means "as requested" (or as before).
+        scope = previous.scope if previous is not None else requested_scope
+    else:
+        raise BadResponse(f"{where} returned a scope that is not a string")
+    refresh = doc.get("refresh_token")
+    if refresh is not None and (not isinstance(refresh, str) or not refresh):
+        raise BadResponse(f"{where} returned an invalid refresh_token")
+    new = TokenSet(
+        access_token=Secret(access),
+        token_type="Bearer",
+        expires_at=expires_at,
+        scope=scope,
+        refresh_token=Secret(refresh) if refresh else None,
+        obtained_at=int(now),
+    )
+    if refresh is None and previous is not None:
+        new = replace(new, refresh_token=previous.refresh_token)
+    return new
+
+
+def read_revocation_response(response: HttpResponse) -> None:
+    """RFC 7009 section 2.2: 200 means revoked (or already invalid)."""
+    if response.status == 200:
+        return
+    raise _error_from(response, "revocation endpoint")
