@@ -14,19 +14,15 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from broker.service.argv import SYNTAX, script_for
 from broker.service.identity import (
-    _PARSERS,
     DEFAULT_OWN,
     UNKNOWN,
     ClientIdentity,
     OwnMarkers,
-    ProcessStamp,
-    _parse_cmdline,
-    _parse_stat,
-    _script_for,
-    ancestors,
     identify,
 )
+from broker.service.procfs import ProcessStamp, ancestors, parse_cmdline, parse_stat
 
 PY = os.path.basename(sys.executable)
 SLEEPER = "import sys, time\nprint('ready', flush=True)\ntime.sleep(30)\n"
@@ -396,19 +392,19 @@ def test_default_markers():
 
 @given(st.binary(max_size=300))
 def test_parse_stat_never_raises(raw):
-    result = _parse_stat(raw)
+    result = parse_stat(raw)
     assert result is None or (isinstance(result[0], str) and result[1] >= 0)
 
 
 @given(st.binary(max_size=40).filter(lambda b: b"\0" not in b), st.integers(0, 2**22), st.integers(1, 2**22))
 def test_parse_stat_round_trip(comm, ppid, pid):
     raw = b"%d (%s) S %d 1 1 0 -1 4194560" % (pid, comm, ppid)
-    assert _parse_stat(raw) == (comm.decode("utf-8", "surrogateescape"), ppid)
+    assert parse_stat(raw) == (comm.decode("utf-8", "surrogateescape"), ppid)
 
 
 @given(st.binary(max_size=300))
 def test_parse_cmdline_never_raises(raw):
-    assert all(isinstance(a, str) for a in _parse_cmdline(raw))
+    assert all(isinstance(a, str) for a in parse_cmdline(raw))
 
 
 @given(st.lists(st.binary(max_size=20).filter(lambda b: b"\0" not in b), max_size=8))
@@ -417,12 +413,12 @@ def test_parse_cmdline_round_trip(args):
     expected = list(args)
     while expected and not expected[-1]:
         expected.pop()
-    assert [os.fsencode(a) for a in _parse_cmdline(raw)] == expected
+    assert [os.fsencode(a) for a in parse_cmdline(raw)] == expected
 
 
-@given(st.sampled_from(sorted(_PARSERS)), st.lists(st.text(max_size=12), max_size=10))
+@given(st.sampled_from(sorted(SYNTAX)), st.lists(st.text(max_size=12), max_size=10))
 def test_script_parsers_never_raise(family, args):
-    script = _script_for(family, args)
+    script = script_for(family, args)
     assert script is None or script in args or script.startswith("-m ")
 
 

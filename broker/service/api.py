@@ -33,8 +33,9 @@ import h11
 
 from ..codes import status_for
 from ..errors import AlreadyRunning, IdentityChanged, UnsafeSocketDir
-from .identity import ClientIdentity, ProcessStamp, identify
+from .identity import ClientIdentity, identify
 from .peercred import PeerCredentials, peer_credentials
+from .procfs import ProcessStamp
 
 __all__ = ["ApiRequest", "ApiServer", "Handler", "Peer", "PlainText", "error_body"]
 

@@ -92,8 +92,9 @@ from .events import (
     TokenServed,
 )
 from .grants import DECISIONS, POLICIES, ApprovalRequest, Grants, Policy, new_code
-from .identity import ClientIdentity, ancestors
+from .identity import ClientIdentity
 from .notify import notify_desktop
+from .procfs import ancestors
 from .schedule import Scheduler, backoff_delay, is_fresh, refresh_deadline, refresh_due_at, refresh_margin
 
 __all__ = ["BrokerService", "Flow", "MIN_SERVE_TTL", "REJECTED_INTERVAL"]
