@@ -15,10 +15,11 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPersisten
 from PySide6.QtGui import QBrush, QColor, QGuiApplication, QPalette
 
 from broker.status import Status
+from broker.timeleft import time_left
 
 from .plaintext import plain_tip
 from .icons import STATUS_ICONS, icon
-from .rows import STATUS_HELP, STATUS_TEXT, DisplayStatus, RowState, display_status, format_expires_in
+from .rows import STATUS_HELP, STATUS_TEXT, DisplayStatus, RowState, display_status
 
 __all__ = ["ConnectionsModel", "COLUMNS", "SORT_ROLE", "NAME_ROLE"]
 
@@ -123,7 +124,7 @@ class ConnectionsModel(QAbstractTableModel):
         if col == SCOPES:
             return " ".join(row.scopes) or "—"
         if col == EXPIRES:
-            return format_expires_in(row.expires_at, now) if status != "not_connected" else "—"
+            return time_left(row.expires_at, now, style="clock") if status != "not_connected" else "—"
         if row.last_refresh_at:
             return time.strftime("%H:%M:%S", time.localtime(row.last_refresh_at))
         return "—"

@@ -24,7 +24,6 @@ __all__ = [
     "DisplayStatus",
     "RowState",
     "display_status",
-    "format_expires_in",
 ]
 
 #: A connected token with less than this left shows as "expiring soon".
@@ -108,17 +107,3 @@ def display_status(row: RowState, now: float) -> DisplayStatus:
         return DisplayStatus.EXPIRING
     return DisplayStatus.CONNECTED
 
-
-def format_expires_in(expires_at: int | None, now: float) -> str:
-    if expires_at is None:
-        return "—"
-    left = int(expires_at - now)
-    if left <= 0:
-        return "expired"
-    hours, rest = divmod(left, 3600)
-    minutes, seconds = divmod(rest, 60)
-    if hours >= 48:
-        return f"{hours // 24}d {hours % 24}h"
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    return f"{minutes}:{seconds:02d}"

@@ -22,6 +22,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from ..timeleft import time_left
 
 if TYPE_CHECKING:
     from ..driver.engine import Engine, FlowEvent
@@ -168,21 +169,6 @@ class _LineFormatter(logging.Formatter):
 
 def _err(message: str) -> None:
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)
-
-
-def _fmt_time_left(expires_at: int | None, now: float) -> str:
-    if expires_at is None:
-        return "no expiry"
-    left = int(expires_at - now)
-    if left <= 0:
-        return "expired"
-    if left < 120:
-        return f"in {left}s"
-    if left < 7200:
-        return f"in {left // 60}m"
-    if left < 2 * 86400:
-        return f"in {left // 3600}h"
-    return f"in {left // 86400}d"
 
 
 def _read_line_in_thread() -> asyncio.Future[str]:
@@ -381,7 +367,7 @@ def cmd_connect(args: argparse.Namespace) -> int:
         view = asyncio.run(_with_engine(args, run, flow_timeout=args.timeout))
     print(
         f"Connected {view['name']}: scopes {' '.join(view['scopes']) or '(none)'}, "
-        f"expires {_fmt_time_left(view['expires_at'], time.time())}"
+        f"expires {time_left(view['expires_at'], time.time())}"
     )
     return 0
 
@@ -404,7 +390,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     now = time.time()
     table = [("NAME", "STATUS", "EXPIRES", "SCOPES", "SERVER")]
     for r in rows:
-        table.append((r["name"], r["status"], _fmt_time_left(r["expires_at"], now) if r["expires_at"] or r["status"] != "not_connected" else "-", " ".join(r["scopes"]) or "-", r["server_url"]))
+        table.append((r["name"], r["status"], time_left(r["expires_at"], now) if r["expires_at"] or r["status"] != "not_connected" else "-", " ".join(r["scopes"]) or "-", r["server_url"]))
     widths = [max(len(row[i]) for row in table) for i in range(4)]
     if rows:
         for row in table:
@@ -444,7 +430,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         ("granted scopes", " ".join(view["scopes"]) or "-"),
         (
             "expires",
-            f"{view['expires_at']} ({_fmt_time_left(view['expires_at'], now)})" if view["expires_at"] else "-",
+            f"{view['expires_at']} ({time_left(view['expires_at'], now)})" if view["expires_at"] else "-",
         ),
         ("refresh token", "yes" if view["has_refresh_token"] else "no"),
         ("registration", reg["method"] or "-"),
