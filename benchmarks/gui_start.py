@@ -75,7 +75,9 @@ def make_registry(home: Path, count: int) -> None:
     with store.transaction() as txn:
         for i in range(count):
             name = f"server-{i:03d}"
-            txn.settings[name] = ConnectionSettings(name=name, server_url=f"https://mcp{i}.example.com/mcp", added_at=now)
+            txn.settings[name] = ConnectionSettings(
+                name=name, server_url=f"https://mcp{i}.example.com/mcp", added_at=now
+            )
             if i % 5:
                 txn.states[name] = ConnectionState(
                     tokens=TokenSet(
@@ -92,7 +94,11 @@ def make_registry(home: Path, count: int) -> None:
 def run_child(mode: str, env: dict[str, str]) -> tuple[float, int]:
     start = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, mode, str(REPO)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", CHILD, mode, str(REPO)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     line = proc.stdout.readline()  # type: ignore[union-attr]
     elapsed = time.perf_counter() - start
@@ -120,7 +126,9 @@ def main() -> int:
     xvfb = None
     if args.xvfb:
         display = ":97"
-        xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "1400x900x24", "-nolisten", "tcp"], stderr=subprocess.DEVNULL)
+        xvfb = subprocess.Popen(
+            ["Xvfb", display, "-screen", "0", "1400x900x24", "-nolisten", "tcp"], stderr=subprocess.DEVNULL
+        )
         time.sleep(0.5)
         env["DISPLAY"] = display
         env["QT_QPA_PLATFORM"] = "xcb"
@@ -155,7 +163,16 @@ def main() -> int:
     print(f"MCP Token Broker  first paint: median {app * 1000:7.1f} ms   peak RSS {rss:6.1f} MiB")
     print(f"ratio app/bare: {ratio:.2f}x   target <= 1.5x: {'PASS' if ratio <= 1.5 else 'MISS'}")
     print(f"peak RSS {rss:.1f} MiB   target < 120 MiB: {'PASS' if rss < 120 else 'MISS'}")
-    print(json.dumps({"bare_ms": round(bare * 1000, 1), "app_ms": round(app * 1000, 1), "ratio": round(ratio, 3), "rss_mib": round(rss, 1)}))
+    print(
+        json.dumps(
+            {
+                "bare_ms": round(bare * 1000, 1),
+                "app_ms": round(app * 1000, 1),
+                "ratio": round(ratio, 3),
+                "rss_mib": round(rss, 1),
+            }
+        )
+    )
     return 0
 
 

@@ -421,7 +421,10 @@ class Bench:
         self.audit_log = Path(dirs["XDG_STATE_HOME"]) / "mcp-token-broker" / "audit.log"
         r = subprocess.run(
             [self.py, "-c", SETUP_CODE, env["MCP_TOKEN_BROKER_KEY_FILE"], CONNECTION, str(TOKEN_LEN)],
-            env=env, capture_output=True, text=True, timeout=60,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         if r.returncode != 0:
             raise BenchError(f"writing the connection failed:\n{r.stderr}")
@@ -429,7 +432,11 @@ class Bench:
     def start_broker(self) -> None:
         log = open(self.tmp / "broker.log", "wb")
         self.broker = subprocess.Popen(
-            [self.cli, "serve"], env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            [self.cli, "serve"],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
         )
         log.close()
         _wait_socket(self.broker_sock, self.broker, "/v1/health")
@@ -447,7 +454,8 @@ class Bench:
         resp_file.write_bytes(self.response)
         self.floor = subprocess.Popen(
             [sys.executable, __file__, "_floor", self.floor_sock, str(resp_file)],
-            env=self.env, stdin=subprocess.DEVNULL,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
         )
         _wait_socket(self.floor_sock, self.floor, None)
         raw = _keepalive_get(self.floor_sock, TOKEN_PATH)
@@ -490,7 +498,10 @@ class Bench:
         timeout = 60 + 2 * (self.seq_dur + self.conc_dur)
         r = subprocess.run(
             [sys.executable, __file__, "_load", json.dumps(cfg)],
-            env=self.env, capture_output=True, text=True, timeout=timeout,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         try:
             out = json.loads(r.stdout.strip().splitlines()[-1])
@@ -537,7 +548,10 @@ class Bench:
         """What the editable install's import finder costs each interpreter start."""
         site_packages = subprocess.run(
             [self.py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            capture_output=True, text=True, env=self.env, check=True,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            check=True,
         ).stdout.strip()
         finders = sorted(p.name for p in Path(site_packages).glob("__editable__*.pth"))
         finder_mods = []
@@ -552,12 +566,14 @@ class Bench:
             "python -S -c pass": ([self.py, "-S", "-c", "pass"], self.env, None),
         }
         if finder_mods:
-            code = "import sys; sys.path.append(%r); " % site_packages + "; ".join(
+            code = f"import sys; sys.path.append({site_packages!r}); " + "; ".join(
                 f"import {m}; {m}.install()" for m in finder_mods
             )
             variants["python -S + editable finder only"] = ([self.py, "-S", "-c", code], self.env, None)
             variants["python -S + sys.path only"] = (
-                [self.py, "-S", "-c", "import sys; sys.path.append(%r)" % site_packages], self.env, None
+                [self.py, "-S", "-c", f"import sys; sys.path.append({site_packages!r})"],
+                self.env,
+                None,
             )
         # A venv without the editable install (no .pth at all), the package on
         # PYTHONPATH instead: what a regular (wheel) install would start like.
@@ -575,7 +591,9 @@ class Bench:
             nenv = {k: v for k, v in self.env.items() if k != "PYTHONPYCACHEPREFIX"}
             nenv["PYTHONDONTWRITEBYTECODE"] = self.no_bytecode_env
             variants["token CLI as this shell runs it (no .pyc)"] = (
-                [self.cli, "token", CONNECTION], nenv, "x" * TOKEN_LEN
+                [self.cli, "token", CONNECTION],
+                nenv,
+                "x" * TOKEN_LEN,
             )
         times: dict[str, list[float]] = {k: [] for k in variants}
         for argv, env, expect in variants.values():
@@ -586,7 +604,9 @@ class Bench:
         # -X importtime: the finder's cumulative import time (inflated by the tracing itself)
         importtime = {}
         for _ in range(self.importtime_reps):
-            r = subprocess.run([self.py, "-X", "importtime", "-c", "pass"], env=self.env, capture_output=True, text=True)
+            r = subprocess.run(
+                [self.py, "-X", "importtime", "-c", "pass"], env=self.env, capture_output=True, text=True
+            )
             for line in r.stderr.splitlines():
                 m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|(\s+)(\S+)", line)
                 if m and len(m.group(3)) <= 3:  # top-level imports of site
@@ -596,7 +616,9 @@ class Bench:
         for _ in range(self.importtime_reps):
             r = subprocess.run(
                 [self.py, "-X", "importtime", self.cli, "token", CONNECTION],
-                env=self.env, capture_output=True, text=True,
+                env=self.env,
+                capture_output=True,
+                text=True,
             )
             for line in r.stderr.splitlines():
                 m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|(\s+)(\S+)", line)
@@ -621,17 +643,22 @@ class Bench:
                 raise BenchError(f"{exe} is missing; create the venv and `pip install -e .` first")
         vpy = subprocess.run(
             [self.py, "-c", "import sys, platform; print(platform.python_implementation(), sys.version.split()[0])"],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
         print(f"mcp-token-broker socket benchmark ({mode} run)")
-        print(f"machine: nproc={os.cpu_count()} (usable {len(os.sched_getaffinity(0))}), {_cpu_model()}, "
-              f"{platform.system()} {platform.release()}")
+        print(
+            f"machine: nproc={os.cpu_count()} (usable {len(os.sched_getaffinity(0))}), {_cpu_model()}, "
+            f"{platform.system()} {platform.release()}"
+        )
         print(f"python:  venv {vpy} ({self.py}); load generator/floor {platform.python_version()}")
         print(f"tmp:     {self.tmp}")
         self.setup()
         if self.no_bytecode_env:
-            print("note:    PYTHONDONTWRITEBYTECODE is set here; the run uses a private bytecode cache "
-                  "(PYTHONPYCACHEPREFIX) like an installed broker would")
+            print(
+                "note:    PYTHONDONTWRITEBYTECODE is set here; the run uses a private bytecode cache "
+                "(PYTHONPYCACHEPREFIX) like an installed broker would"
+            )
         self.start_broker()
         self.start_floor()
         if self.args.pin:
@@ -643,10 +670,14 @@ class Bench:
             os.sched_setaffinity(0, {cpus[1]})  # inherited by the load generators and CLI runs
             print(f"pinned:  servers on CPU {cpus[0]}, load generator and CLI runs on CPU {cpus[1]}")
         head_len = self.response.index(b"\r\n\r\n") + 4
-        print(f"response: {len(self.response)} bytes (head {head_len}, "
-              f"token {TOKEN_LEN} chars); floor answers the same bytes")
-        print(f"rounds:  {self.rounds} x (broker, floor); seq <= {self.seq_count} fetches / {self.seq_dur}s, "
-              f"{args.conns} conns <= {self.conc_count} fetches / {self.conc_dur}s per round")
+        print(
+            f"response: {len(self.response)} bytes (head {head_len}, "
+            f"token {TOKEN_LEN} chars); floor answers the same bytes"
+        )
+        print(
+            f"rounds:  {self.rounds} x (broker, floor); seq <= {self.seq_count} fetches / {self.seq_dur}s, "
+            f"{args.conns} conns <= {self.conc_count} fetches / {self.conc_dur}s per round"
+        )
         print()
 
         # Warm-up (not recorded).
@@ -655,8 +686,10 @@ class Bench:
 
         res = {"broker": [], "floor": []}
         print("latencies in µs; s/c cpu/f = the server's CPU time per fetch (µs), sequential/concurrent")
-        print(f"{'round':<6}{'target':<8}{'seq p50':>9}{'seq p99':>9}{'seq /s':>9}"
-              f"{'conc /s':>10}{'c p50':>9}{'c p99':>9}{'c max':>9}{'s cpu/f':>9}{'c cpu/f':>9}")
+        print(
+            f"{'round':<6}{'target':<8}{'seq p50':>9}{'seq p99':>9}{'seq /s':>9}"
+            f"{'conc /s':>10}{'c p50':>9}{'c p99':>9}{'c max':>9}{'s cpu/f':>9}{'c cpu/f':>9}"
+        )
         for rnd in range(1, self.rounds + 1):
             for target, sock, proc in (
                 ("broker", self.broker_sock, self.broker),
@@ -671,9 +704,12 @@ class Bench:
                     out.update(part)
                 res[target].append(out)
                 s, c = out["seq"], out["conc"]
-                print(f"{rnd:<6}{target:<8}{s['p50_us']:>9.0f}{s['p99_us']:>9.0f}{s['rate']:>9.0f}"
-                      f"{c['rate']:>10.0f}{c['p50_us']:>9.0f}{c['p99_us']:>9.0f}{c['max_us']:>9.0f}"
-                      f"{s['server_cpu_us']:>9.0f}{c['server_cpu_us']:>9.0f}", flush=True)
+                print(
+                    f"{rnd:<6}{target:<8}{s['p50_us']:>9.0f}{s['p99_us']:>9.0f}{s['rate']:>9.0f}"
+                    f"{c['rate']:>10.0f}{c['p50_us']:>9.0f}{c['p99_us']:>9.0f}{c['max_us']:>9.0f}"
+                    f"{s['server_cpu_us']:>9.0f}{c['server_cpu_us']:>9.0f}",
+                    flush=True,
+                )
             if self.broker.poll() is not None:
                 raise BenchError(f"the broker exited ({self.broker.returncode}) during the run")
 
@@ -693,13 +729,27 @@ class Bench:
 
         print()
         print("Token fetches, medians over rounds (broker | floor | broker/floor)")
-        print(f"  sequential, 1 keep-alive conn:  p50 {b_seq_p50:7.0f} µs | {f_seq_p50:6.0f} µs | x{b_seq_p50 / f_seq_p50:.2f}")
-        print(f"                                  p99 {b_seq_p99:7.0f} µs | {f_seq_p99:6.0f} µs | x{b_seq_p99 / f_seq_p99:.2f}")
-        print(f"                                  {b_seq_rate:7.0f} /s  | {f_seq_rate:6.0f} /s  (max {b_seq_max / 1000:.1f} ms)")
-        print(f"  {args.conns} concurrent keep-alive conns: {b_rate:7.0f} /s  | {f_rate:6.0f} /s  | broker rate = {b_rate / f_rate:.2f} of floor")
+        print(
+            f"  sequential, 1 keep-alive conn:  p50 {b_seq_p50:7.0f} µs | {f_seq_p50:6.0f} µs "
+            f"| x{b_seq_p50 / f_seq_p50:.2f}"
+        )
+        print(
+            f"                                  p99 {b_seq_p99:7.0f} µs | {f_seq_p99:6.0f} µs "
+            f"| x{b_seq_p99 / f_seq_p99:.2f}"
+        )
+        print(
+            f"                                  {b_seq_rate:7.0f} /s  | {f_seq_rate:6.0f} /s  "
+            f"(max {b_seq_max / 1000:.1f} ms)"
+        )
+        print(
+            f"  {args.conns} concurrent keep-alive conns: {b_rate:7.0f} /s  | {f_rate:6.0f} /s  "
+            f"| broker rate = {b_rate / f_rate:.2f} of floor"
+        )
         print(f"                                  p50 {b_c50 / 1000:7.2f} ms | {f_c50 / 1000:6.2f} ms")
         print(f"                                  p99 {b_c99 / 1000:7.2f} ms | {f_c99 / 1000:6.2f} ms")
-        print(f"                                  max {b_max / 1000:7.2f} ms | {f_max / 1000:6.2f} ms  (over all rounds)")
+        print(
+            f"                                  max {b_max / 1000:7.2f} ms | {f_max / 1000:6.2f} ms  (over all rounds)"
+        )
         b_cpu_s, f_cpu_s = med("broker", "seq", "server_cpu_us"), med("floor", "seq", "server_cpu_us")
         b_cpu_c, f_cpu_c = med("broker", "conc", "server_cpu_us"), med("floor", "conc", "server_cpu_us")
         print(f"  server CPU per fetch, seq:      {b_cpu_s:7.0f} µs | {f_cpu_s:6.0f} µs | x{b_cpu_s / f_cpu_s:.2f}")
@@ -708,8 +758,10 @@ class Bench:
         b_cli_c = med("broker", "conc", "client_cpu_us")
         busy = f_cli_c * f_rate / 1e6
         note = "; the floor's rate is the client's own ceiling" if busy >= 0.8 else ""
-        print(f"  load generator CPU per fetch, conc: {b_cli_c:4.0f} µs | {f_cli_c:4.0f} µs"
-              f"  (client ~{busy:.0%} busy against the floor{note})")
+        print(
+            f"  load generator CPU per fetch, conc: {b_cli_c:4.0f} µs | {f_cli_c:4.0f} µs"
+            f"  (client ~{busy:.0%} busy against the floor{note})"
+        )
         print(f"  broker fetches measured: {n_fetches}")
 
         # The CLI.
@@ -717,10 +769,14 @@ class Bench:
         print(f"Token CLI, {self.cli_runs} runs alternating with the bare interpreter", flush=True)
         cli = self.cli_timings()
         cli_med, bare_med = statistics.median(cli["cli"]), statistics.median(cli["bare"])
-        print(f"  mcp-token-broker token {CONNECTION}:  median {cli_med * 1000:6.1f} ms  "
-              f"(min {min(cli['cli']) * 1000:.1f}, max {max(cli['cli']) * 1000:.1f})")
-        print(f"  python -c pass (same venv):    median {bare_med * 1000:6.1f} ms  "
-              f"(min {min(cli['bare']) * 1000:.1f}, max {max(cli['bare']) * 1000:.1f})")
+        print(
+            f"  mcp-token-broker token {CONNECTION}:  median {cli_med * 1000:6.1f} ms  "
+            f"(min {min(cli['cli']) * 1000:.1f}, max {max(cli['cli']) * 1000:.1f})"
+        )
+        print(
+            f"  python -c pass (same venv):    median {bare_med * 1000:6.1f} ms  "
+            f"(min {min(cli['bare']) * 1000:.1f}, max {max(cli['bare']) * 1000:.1f})"
+        )
         print(f"  ratio: x{cli_med / bare_med:.2f}")
 
         costs = self.startup_costs()
@@ -731,44 +787,71 @@ class Bench:
             print(f"  {k:<44} {v * 1000:6.1f} ms")
         if "python -S + editable finder only" in walls:
             finder = walls["python -S + editable finder only"] - walls["python -S + sys.path only"]
-            print(f"  => editable finder ({', '.join(costs['finder_pth'])}): ~{finder * 1000:.1f} ms per start "
-                  f"({finder / walls['python -c pass']:.0%} of `python -c pass`, "
-                  f"{finder / walls['token CLI']:.0%} of the token CLI)")
+            print(
+                f"  => editable finder ({', '.join(costs['finder_pth'])}): ~{finder * 1000:.1f} ms per start "
+                f"({finder / walls['python -c pass']:.0%} of `python -c pass`, "
+                f"{finder / walls['token CLI']:.0%} of the token CLI)"
+            )
         if "plain venv: token CLI" in walls:
             pc, pb = walls["plain venv: token CLI"], walls["plain venv: python -c pass"]
-            print(f"  => without the editable install: token CLI {pc * 1000:.1f} ms vs python -c pass {pb * 1000:.1f} ms"
-                  f" = x{pc / pb:.2f} (with it, same runs: x{walls['token CLI'] / walls['python -c pass']:.2f})")
+            print(
+                f"  => without the editable install: token CLI {pc * 1000:.1f} ms vs python -c pass {pb * 1000:.1f} ms"
+                f" = x{pc / pb:.2f} (with it, same runs: x{walls['token CLI'] / walls['python -c pass']:.2f})"
+            )
         it = costs["importtime_site_children_us"]
         shown = {k: v for k, v in it.items() if k in costs["finder_modules"] or k == "_distutils_hack"}
         if shown:
-            print("  -X importtime, cumulative (tracing inflates it): "
-                  + ", ".join(f"{k} {v / 1000:.1f} ms" for k, v in shown.items()))
+            print(
+                "  -X importtime, cumulative (tracing inflates it): "
+                + ", ".join(f"{k} {v / 1000:.1f} ms" for k, v in shown.items())
+            )
         top = sorted(costs["importtime_cli_toplevel_us"].items(), key=lambda kv: -kv[1])[:6]
         if top:
-            print("  token CLI top-level imports (-X importtime, cumulative): "
-                  + ", ".join(f"{k} {v / 1000:.1f} ms" for k, v in top))
+            print(
+                "  token CLI top-level imports (-X importtime, cumulative): "
+                + ", ".join(f"{k} {v / 1000:.1f} ms" for k, v in top)
+            )
 
         # Targets.
         checks = [
             ("sequential p50", f"<= {SEQ_P50_US:.0f} µs", f"{b_seq_p50:.0f} µs", b_seq_p50 <= SEQ_P50_US),
             ("sequential p99", f"<= {SEQ_P99_US / 1000:.0f} ms", f"{b_seq_p99 / 1000:.2f} ms", b_seq_p99 <= SEQ_P99_US),
             (f"concurrent ({args.conns}) rate", f">= {CONC_RATE:.0f}/s", f"{b_rate:.0f}/s", b_rate >= CONC_RATE),
-            ("concurrent rate / floor", f">= {CONC_FLOOR_SHARE:.2f}", f"{b_rate / f_rate:.3f}", b_rate / f_rate >= CONC_FLOOR_SHARE),
-            ("slowest concurrent fetch", f"<= {CONC_MAX_MS:.0f} ms", f"{b_max / 1000:.1f} ms", b_max <= CONC_MAX_MS * 1000),
-            ("token CLI / python -c pass", f"<= {CLI_RATIO:.0f}x", f"{cli_med / bare_med:.2f}x", cli_med / bare_med <= CLI_RATIO),
+            (
+                "concurrent rate / floor",
+                f">= {CONC_FLOOR_SHARE:.2f}",
+                f"{b_rate / f_rate:.3f}",
+                b_rate / f_rate >= CONC_FLOOR_SHARE,
+            ),
+            (
+                "slowest concurrent fetch",
+                f"<= {CONC_MAX_MS:.0f} ms",
+                f"{b_max / 1000:.1f} ms",
+                b_max <= CONC_MAX_MS * 1000,
+            ),
+            (
+                "token CLI / python -c pass",
+                f"<= {CLI_RATIO:.0f}x",
+                f"{cli_med / bare_med:.2f}x",
+                cli_med / bare_med <= CLI_RATIO,
+            ),
         ]
         print()
         print("Targets")
         for name, target, got, ok in checks:
             print(f"  {'PASS' if ok else 'MISS'}  {name:<28} {got:>10}   (target {target})")
-        print(f"  ratios of medians, broker/floor: sequential p50 x{b_seq_p50 / f_seq_p50:.2f}, "
-              f"concurrent rate {b_rate / f_rate:.3f}")
+        print(
+            f"  ratios of medians, broker/floor: sequential p50 x{b_seq_p50 / f_seq_p50:.2f}, "
+            f"concurrent rate {b_rate / f_rate:.3f}"
+        )
 
         audit_bytes = sum(p.stat().st_size for p in self.audit_log.parent.glob("audit.log*"))
         code = self.cleanup()
         print()
-        print(f"audit log: {audit_bytes / 1e6:.1f} MB written (rotates at 10 MB); "
-              f"broker exit on SIGTERM: {code}; wall {time.perf_counter() - t_start:.0f} s")
+        print(
+            f"audit log: {audit_bytes / 1e6:.1f} MB written (rotates at 10 MB); "
+            f"broker exit on SIGTERM: {code}; wall {time.perf_counter() - t_start:.0f} s"
+        )
         if code not in (0, None):
             raise BenchError(f"the broker exited with {code} on SIGTERM; see its log")
         return 0
@@ -802,8 +885,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cli-runs", type=int, default=0, help="token CLI runs (30; quick 8)")
     p.add_argument("--conns", type=int, default=50, help="concurrent keep-alive connections (50)")
     p.add_argument("--venv", default=str(ROOT / ".venv"), help="the venv with mcp-token-broker installed")
-    p.add_argument("--pin", action="store_true",
-                   help="pin the servers to one CPU and the client to another (less noise; default: the scheduler decides)")
+    p.add_argument(
+        "--pin",
+        action="store_true",
+        help="pin the servers to one CPU and the client to another (less noise; default: the scheduler decides)",
+    )
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (broker.log, audit.log)")
     args = p.parse_args(argv)
     bench = Bench(args)

@@ -149,7 +149,11 @@ def start_service(cli, *args, env=None, log_name="serve.log"):
     log_path = Path(cli.env["XDG_STATE_HOME"]).parent / log_name
     log = open(log_path, "w")
     proc = subprocess.Popen(
-        [cli.exe, "serve", *args], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env={**cli.env, **(env or {})}
+        [cli.exe, "serve", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**cli.env, **(env or {})},
     )
     client = BrokerClient(str(socket_path), timeout=2)
     deadline = time.monotonic() + 20

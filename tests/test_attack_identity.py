@@ -81,7 +81,13 @@ def test_exec_after_connect_does_not_borrow_the_grant(cli, stack, tmp_path):
                 "format": "mcp-token-broker-grants",
                 "schema": 1,
                 "grants": [
-                    {"client_key": perl_key(), "client_name": "perl", "connection": "demo", "allow": True, "created_at": 1}
+                    {
+                        "client_key": perl_key(),
+                        "client_name": "perl",
+                        "connection": "demo",
+                        "allow": True,
+                        "created_at": 1,
+                    }
                 ],
             }
         )
@@ -98,7 +104,12 @@ def test_exec_after_connect_does_not_borrow_the_grant(cli, stack, tmp_path):
         script = tmp_path / "attacker.py"
         script.write_text(ATTACKER)
         attack = subprocess.run(
-            [sys.executable, str(script), sock, PERL, PERL_FETCH], capture_output=True, text=True, timeout=30, env=cli.env, check=False
+            [sys.executable, str(script), sock, PERL, PERL_FETCH],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=cli.env,
+            check=False,
         )
         assert attack.stdout.startswith("HTTP/1.1 403"), attack.stdout + attack.stderr
         assert '"identity_changed"' in attack.stdout

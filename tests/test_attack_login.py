@@ -118,7 +118,9 @@ def test_callbacks_from_another_user_are_ignored_and_the_login_completes():
     async def main():
         listener = LoopbackListener()
         await listener.start()
-        pending = start_authorization(as_metadata(), client_id="c", redirect_uri=listener.redirect_uri, scope=(), resource=None)
+        pending = start_authorization(
+            as_metadata(), client_id="c", redirect_uri=listener.redirect_uri, scope=(), resource=None
+        )
         task = asyncio.create_task(listener.wait(lambda p: validate_callback(pending, p), timeout=60))
         state = pending.state.reveal()
         block = "/callback?" + urllib.parse.urlencode({"error": "access_denied", "state": state, "iss": ISSUER})
@@ -176,7 +178,8 @@ def test_a_flood_of_parameters_does_not_stop_the_paste_reader(cli, stack):
         line = proc.stderr.readline()
         assert line, "connect ended before printing the URL"
     subprocess.run([BROWSER_SCRIPT, line.strip()], env={**cli.env, "BROWSER_NO_DELIVER": "1"}, check=True, timeout=30)
-    callback = [l.split("CALLBACK ", 1)[1] for l in cli.browser_log.read_text().splitlines() if "CALLBACK " in l][-1]
+    lines = cli.browser_log.read_text().splitlines()
+    callback = [line.split("CALLBACK ", 1)[1] for line in lines if "CALLBACK " in line][-1]
     flood = "http://127.0.0.1:1/callback?" + "&".join(f"p{i}=x" for i in range(40))
     out, err = proc.communicate(f"{flood}\n{callback}\n", timeout=60)
     assert proc.returncode == 0, err

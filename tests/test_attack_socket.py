@@ -76,7 +76,17 @@ class Attacker:
     def __init__(self, mode: str, where: Path, record: Path) -> None:
         self.record = record
         self.proc = subprocess.Popen(
-            ["setpriv", f"--reuid={ATTACKER}", f"--regid={ATTACKER}", "--clear-groups", sys.executable, FAKE, mode, str(where), str(record)],
+            [
+                "setpriv",
+                f"--reuid={ATTACKER}",
+                f"--regid={ATTACKER}",
+                "--clear-groups",
+                sys.executable,
+                FAKE,
+                mode,
+                str(where),
+                str(record),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -160,8 +170,14 @@ def run_clients(cli: Cli, env: dict | None = None) -> dict:
     return {
         "token": cli("token", "demo", env=env),
         "add": cli(
-            "add", "demo", "https://127.0.0.1:9/mcp", "--client-id", "cid", "--client-secret-stdin",
-            input=CLIENT_SECRET + "\n", env=env,
+            "add",
+            "demo",
+            "https://127.0.0.1:9/mcp",
+            "--client-id",
+            "cid",
+            "--client-secret-stdin",
+            input=CLIENT_SECRET + "\n",
+            env=env,
         ),
         "connect": cli("connect", "demo", "--paste", input=PASTED, env=env, timeout=90),
     }
@@ -191,7 +207,9 @@ def assert_refused(results: dict, words: str) -> None:
 
 def test_squatted_fallback_dir(victim, shared, attackers, serves):
     """(a) The other user creates the old fallback directory first and listens in it."""
-    attacker = attackers("squat", shared / f"runtime-{os.getuid()}" / "mcp-token-broker" / "broker.sock", shared / "record-a")
+    attacker = attackers(
+        "squat", shared / f"runtime-{os.getuid()}" / "mcp-token-broker" / "broker.sock", shared / "record-a"
+    )
     results = run_clients(victim)  # no service of ours runs yet
     assert_nothing_reached(attacker, results)
     assert results["token"].returncode == 6, results["token"].stderr

@@ -104,7 +104,9 @@ def edit_settings(change) -> None:
 def test_edited_token_endpoint_receives_no_secret(cli, stack, user_dirs, capture):
     oidc, mcp = stack
     connected(cli, "victim", mcp.url)
-    real = json.loads(Paths.default().connections_file.read_text())["connections"]["victim"]["discovered"]["auth_server"]
+    real = json.loads(Paths.default().connections_file.read_text())["connections"]["victim"]["discovered"][
+        "auth_server"
+    ]
     age("victim", left=30)  # inside the refresh margin: `serve` refreshes at once
 
     def redirect(connections):
@@ -201,7 +203,10 @@ def test_orphaned_record_is_kept_listed_and_removable(cli, stack, user_dirs):
     assert "lost" in kept, "the vault record was dropped with the settings entry"
     assert kept["lost"].tokens.refresh_token == refresh_token
 
-    note = "orphaned: a vault record without settings; restore connections.json or `mcp-token-broker remove lost` to delete it"
+    note = (
+        "orphaned: a vault record without settings; "
+        "restore connections.json or `mcp-token-broker remove lost` to delete it"
+    )
     r = cli("list")
     assert r.returncode == 0, r.stderr
     assert note in r.stdout and "other" in r.stdout

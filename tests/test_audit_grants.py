@@ -29,7 +29,15 @@ def test_audit_lines_and_permissions(tmp_path):
     log.close()
     entries = read_audit(tmp_path / "state" / "audit.log")
     assert [e["outcome"] for e in entries] == ["served", "denied"]
-    assert entries[0] == {"time": 1234.5, "connection": "gh", "outcome": "served", "client": "claude", "pid": 42, "exe": "/usr/bin/node", "script": "/opt/claude/cli.js"}
+    assert entries[0] == {
+        "time": 1234.5,
+        "connection": "gh",
+        "outcome": "served",
+        "client": "claude",
+        "pid": 42,
+        "exe": "/usr/bin/node",
+        "script": "/opt/claude/cli.js",
+    }
     assert stat.S_IMODE((tmp_path / "state" / "audit.log").stat().st_mode) == 0o600
     assert read_audit(tmp_path / "state" / "audit.log", connection="x") == []
 
@@ -96,7 +104,9 @@ def test_grants_forget_connection_and_corrupt_file(tmp_path):
 def test_audit_extra_fields_on_the_first_line_of_a_client(tmp_path):
     log = AuditLog(tmp_path / "audit.log", clock=lambda: 1.0)
     extra = {"decision": "allow_session", "answered_by": "desktop app"}
-    log.record(connection="gh", client=FakeClient(), outcome="answered", detail="allow_session by desktop app", fields=extra)
+    log.record(
+        connection="gh", client=FakeClient(), outcome="answered", detail="allow_session by desktop app", fields=extra
+    )
     log.record(connection=None, client=FakeClient(), outcome="identity_changed", detail="the process has exited")
     log.close()
     first, second = read_audit(tmp_path / "audit.log")

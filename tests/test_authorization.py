@@ -24,7 +24,12 @@ REDIRECT = "http://127.0.0.1:5555/callback"
 
 
 def pending(**kw):
-    args = dict(client_id="cid", redirect_uri=REDIRECT, scope=("files:read", "offline_access"), resource="https://mcp.example.com/mcp")
+    args = dict(
+        client_id="cid",
+        redirect_uri=REDIRECT,
+        scope=("files:read", "offline_access"),
+        resource="https://mcp.example.com/mcp",
+    )
     args.update(kw)
     return start_authorization(as_metadata(), **args)
 
@@ -93,7 +98,12 @@ def test_iss_rules_follow_the_mcp_table():
 
 def test_error_with_wrong_iss_is_not_acted_on():
     p = pending()
-    params = {"error": "access_denied", "error_description": "CLICK http://evil", "state": p.state.reveal(), "iss": "https://evil.example"}
+    params = {
+        "error": "access_denied",
+        "error_description": "CLICK http://evil",
+        "state": p.state.reveal(),
+        "iss": "https://evil.example",
+    }
     with pytest.raises(IssuerMismatchInCallback) as info:
         validate_callback(p, params)
     assert "evil" not in str(info.value).replace("evil.example", "") and "CLICK" not in str(info.value)
@@ -102,7 +112,15 @@ def test_error_with_wrong_iss_is_not_acted_on():
 def test_error_maps_to_typed_exception():
     p = pending()
     with pytest.raises(AccessDenied) as info:
-        validate_callback(p, {"error": "access_denied", "error_description": "User said no\x1b[31m", "state": p.state.reveal(), "iss": ISSUER})
+        validate_callback(
+            p,
+            {
+                "error": "access_denied",
+                "error_description": "User said no\x1b[31m",
+                "state": p.state.reveal(),
+                "iss": ISSUER,
+            },
+        )
     assert "\x1b" not in str(info.value)
     with pytest.raises(OAuthError) as info:
         validate_callback(p, {"error": "invalid_scope", "state": p.state.reveal(), "iss": ISSUER})
@@ -121,7 +139,9 @@ def test_callback_url_parsing_refuses_duplicates():
         callback_params_from_url("http://127.0.0.1/cb?code=a&code=b")
 
 
-@given(st.dictionaries(st.sampled_from(["code", "state", "iss", "error", "error_description", "x"]), st.text(max_size=50)))
+@given(
+    st.dictionaries(st.sampled_from(["code", "state", "iss", "error", "error_description", "x"]), st.text(max_size=50))
+)
 def test_validate_never_accepts_without_the_state(params):
     p = pending()
     try:

@@ -47,7 +47,9 @@ def fake_browser(tmp_path, monkeypatch, status=0):
     return seen
 
 
-@pytest.mark.parametrize("url", ["file:///etc/passwd", "javascript:alert(1)", "http://evil.example/login", "data:text/html,x", "ssh://host"])
+@pytest.mark.parametrize(
+    "url", ["file:///etc/passwd", "javascript:alert(1)", "http://evil.example/login", "data:text/html,x", "ssh://host"]
+)
 def test_refuses_unsafe_urls_before_any_browser_runs(url, tmp_path, monkeypatch, runtime):
     marker = tmp_path / "ran"
     script = tmp_path / "browser"
@@ -81,7 +83,7 @@ def test_the_browser_gets_a_private_page_that_redirects_not_the_url(tmp_path, mo
 
 def test_markup_in_the_url_cannot_break_out_of_the_page(tmp_path, monkeypatch, runtime):
     fake_browser(tmp_path, monkeypatch)
-    url = 'https://auth.example.com/authorize?a=1&b="><script>x</script>&c=\'y\''
+    url = "https://auth.example.com/authorize?a=1&b=\"><script>x</script>&c='y'"
     assert open_browser(url) is True
     page = (tmp_path / "seen.page").read_text()
     assert "<script>" not in page
@@ -129,7 +131,10 @@ def test_the_portal_gets_the_page_as_a_descriptor(monkeypatch, runtime):
                 msg = portal.receive(timeout=30)
                 if msg.header.message_type == MessageType.method_call:
                     break
-            got["call"] = {k: msg.header.fields.get(k) for k in (HeaderFields.interface, HeaderFields.member, HeaderFields.signature)}
+            got["call"] = {
+                k: msg.header.fields.get(k)
+                for k in (HeaderFields.interface, HeaderFields.member, HeaderFields.signature)
+            }
             handle, fd, options = msg.body
             with fd:
                 path = os.readlink(f"/proc/self/fd/{fd.fileno()}")

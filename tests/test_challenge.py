@@ -7,7 +7,9 @@ from broker.oauth.challenge import bearer_challenge, parse_www_authenticate
 
 
 def test_mcp_spec_example():
-    value = 'Bearer resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource", scope="files:read"'
+    value = (
+        'Bearer resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource", scope="files:read"'
+    )
     c = bearer_challenge([value])
     assert c.resource_metadata == "https://mcp.example.com/.well-known/oauth-protected-resource"
     assert c.scope == ("files:read",)

@@ -9,7 +9,14 @@ def verdicts(items):
 
 def test_good_server():
     v = verdicts(security_check(as_metadata(), resource_sent=True, rotation_seen=True))
-    assert v == {"pkce": "pass", "https": "pass", "iss": "pass", "rotation": "pass", "revocation": "pass", "resource": "pass"}
+    assert v == {
+        "pkce": "pass",
+        "https": "pass",
+        "iss": "pass",
+        "rotation": "pass",
+        "revocation": "pass",
+        "resource": "pass",
+    }
 
 
 def test_weak_server():
@@ -29,7 +36,12 @@ def test_loopback_http_is_a_warning():
     from .sansio import as_doc, resp
 
     issuer = "http://127.0.0.1:9000"
-    doc = as_doc(issuer=issuer, authorization_endpoint=f"{issuer}/auth", token_endpoint=f"{issuer}/token",
-                 registration_endpoint=None, revocation_endpoint=None)
+    doc = as_doc(
+        issuer=issuer,
+        authorization_endpoint=f"{issuer}/auth",
+        token_endpoint=f"{issuer}/token",
+        registration_endpoint=None,
+        revocation_endpoint=None,
+    )
     server = parse_auth_server_metadata(resp(200, doc), "u", "openid", issuer)
     assert verdicts(security_check(server))["https"] == "warn"

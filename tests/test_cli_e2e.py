@@ -222,7 +222,9 @@ def test_paste_mode(cli, stack):
     url = _read_url(proc)
     # The browser runs elsewhere: the redirect never reaches the listener.
     subprocess.run([BROWSER_SCRIPT, url], env={**cli.env, "BROWSER_NO_DELIVER": "1"}, check=True, timeout=30)
-    callback = [line.split("CALLBACK ", 1)[1] for line in cli.browser_log.read_text().splitlines() if "CALLBACK " in line][-1]
+    callback = [
+        line.split("CALLBACK ", 1)[1] for line in cli.browser_log.read_text().splitlines() if "CALLBACK " in line
+    ][-1]
     out, err = proc.communicate(callback + "\n", timeout=30)
     assert proc.returncode == 0, err
     assert "Connected paste" in out
@@ -366,8 +368,16 @@ def test_preregistered_confidential_client_with_fixed_port(cli, stack, service):
     secret = reg["client_secret"]
     created = oidc.stats()["registrations"]["created"]
     r = cli(
-        "add", "prereg", mcp.url, f"--client-id={reg['client_id']}", "--client-secret-stdin",
-        "--redirect-port", str(port), "--redirect-path", "/oauth/cb", input=secret + "\n",
+        "add",
+        "prereg",
+        mcp.url,
+        f"--client-id={reg['client_id']}",
+        "--client-secret-stdin",
+        "--redirect-port",
+        str(port),
+        "--redirect-path",
+        "/oauth/cb",
+        input=secret + "\n",
     )
     assert r.returncode == 0, r.stderr
     assert "pre-registered client id" in r.stdout
@@ -402,7 +412,7 @@ def test_no_resource_switch(cli, stack, service):
     assert cli("add", "nores", mcp.url, "--no-resource").returncode == 0
     _connect(cli, "nores")
     log = cli.browser_log.read_text()
-    assert "resource=" not in [l for l in log.splitlines() if " open " in l][-1]
+    assert "resource=" not in [line for line in log.splitlines() if " open " in line][-1]
     # Without a resource indicator oidc-provider issues an opaque token for
     # its own userinfo, not a JWT for the MCP server: the switch really works.
     token = cli("token", "nores").stdout.strip()
@@ -418,7 +428,11 @@ def test_verbose_output_never_shows_secrets(cli, stack, service):
     assert refresh.returncode == 0, refresh.stderr
     disconnect_before = vault_states()["quiet"].tokens
     disconnect = cli("-v", "disconnect", "quiet")
-    secrets = [refresh.stdout.strip(), disconnect_before.access_token.reveal(), disconnect_before.refresh_token.reveal()]
+    secrets = [
+        refresh.stdout.strip(),
+        disconnect_before.access_token.reveal(),
+        disconnect_before.refresh_token.reveal(),
+    ]
     for out in (connect.stderr, connect.stdout, refresh.stderr, disconnect.stderr, disconnect.stdout):
         for secret in secrets:
             assert secret not in out
@@ -435,7 +449,9 @@ def test_paste_mode_through_the_service(cli, stack, service):
     proc = cli.popen("connect", "spaste", "--paste")
     url = _read_url(proc)
     subprocess.run([BROWSER_SCRIPT, url], env={**cli.env, "BROWSER_NO_DELIVER": "1"}, check=True, timeout=30)
-    callback = [line.split("CALLBACK ", 1)[1] for line in cli.browser_log.read_text().splitlines() if "CALLBACK " in line][-1]
+    callback = [
+        line.split("CALLBACK ", 1)[1] for line in cli.browser_log.read_text().splitlines() if "CALLBACK " in line
+    ][-1]
     proc.stdin.write("http://127.0.0.1:1/callback?code=x&state=forged\n")  # a wrong paste first
     proc.stdin.flush()
     proc.stdin.write(callback + "\n")

@@ -81,16 +81,20 @@ def check_through_socket(socket_path: str, hostile_server, *, ui: bool) -> None:
 
     hostile_server.mode = "slow"  # one byte every 0.3 s: only the total deadline stops it
     with pytest.raises(ServiceError) as caught:
-        client.request(
-            "POST", "/v1/connections", {"name": "slow", "server_url": hostile_server.mcp_url}, timeout=60
-        )
+        client.request("POST", "/v1/connections", {"name": "slow", "server_url": hostile_server.mcp_url}, timeout=60)
     assert caught.value.code == "remote_error"
     assert "did not answer within 1 s" in caught.value.message
 
 
 def test_serve_honours_every_setting(cli, settings, hostile_server, spawn, tmp_path):
     with open(tmp_path / "serve.log", "w") as log:
-        proc = spawn([cli.exe, "serve"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env={**cli.env, **settings})
+        proc = spawn(
+            [cli.exe, "serve"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**cli.env, **settings},
+        )
     client = BrokerClient(settings["MCP_TOKEN_BROKER_SOCKET"], timeout=2)
     while not client.is_running():
         assert proc.poll() is None, (tmp_path / "serve.log").read_text()
@@ -189,7 +193,10 @@ def test_gui_command_passes_the_key_file_on(cli, settings, spawn, tmp_path):
     with open(tmp_path / "gui.log", "w") as log:
         proc = spawn(
             [cli.exe, "--key-file", settings["MCP_TOKEN_BROKER_KEY_FILE"], "gui"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
     client = BrokerClient(settings["MCP_TOKEN_BROKER_SOCKET"], timeout=2)
     deadline = time.monotonic() + 30  # a bound on the wait, not a measurement

@@ -34,7 +34,11 @@ def test_probe_is_an_mcp_initialize_post():
 
 
 def test_read_probe_extracts_challenge():
-    r = resp(401, {"error": "invalid_token"}, [("WWW-Authenticate", 'Bearer resource_metadata="https://mcp.example.com/prm", scope="a b"')])
+    r = resp(
+        401,
+        {"error": "invalid_token"},
+        [("WWW-Authenticate", 'Bearer resource_metadata="https://mcp.example.com/prm", scope="a b"')],
+    )
     probe = read_probe(r)
     assert probe.challenge.resource_metadata == "https://mcp.example.com/prm"
     assert probe.challenge.scope == ("a", "b")
@@ -128,7 +132,9 @@ def test_issuer_mismatch_is_refused():
     # The spec's own example: a document from the attacker naming the honest issuer.
     r = resp(200, as_doc(issuer="https://honest.example"))
     with pytest.raises(IssuerMismatch):
-        parse_auth_server_metadata(r, "https://attacker.example/.well-known/oauth-authorization-server", "oauth", "https://attacker.example")
+        parse_auth_server_metadata(
+            r, "https://attacker.example/.well-known/oauth-authorization-server", "oauth", "https://attacker.example"
+        )
     # No normalisation: a trailing slash is a different issuer.
     with pytest.raises(IssuerMismatch):
         parse_auth_server_metadata(resp(200, as_doc(issuer=ISSUER + "/")), "u", "oauth", ISSUER)

@@ -40,7 +40,8 @@ def test_server_forgets_client_between_browser_and_token_endpoint(stack, user_di
             # The first login completes, but the server loses every client
             # before the code reaches the token endpoint.
             browse(url, log, BROWSER_NO_DELIVER="1")
-            callback = [l.split("CALLBACK ", 1)[1] for l in log.read_text().splitlines() if "CALLBACK " in l][-1]
+            lines = log.read_text().splitlines()
+            callback = [line.split("CALLBACK ", 1)[1] for line in lines if "CALLBACK " in line][-1]
             oidc.forget_clients()
             urllib.request.urlopen(callback).read()
         else:

@@ -81,7 +81,9 @@ def test_a_usage_mistake_through_the_service_is_a_bad_request(cli, service):
     client = BrokerClient(str(service.socket_path))
     # A client secret without a client id (the CLI refuses it before asking).
     with pytest.raises(ServiceError) as info:
-        client.request("POST", "/v1/connections", {"name": "x", "server_url": "https://mcp.example.com/mcp", "client_secret": "s"})
+        client.request(
+            "POST", "/v1/connections", {"name": "x", "server_url": "https://mcp.example.com/mcp", "client_secret": "s"}
+        )
     assert (info.value.status, info.value.code, info.value.exit_code) == (400, "bad_request", 2)
     assert "needs a --client-id" in info.value.message and "s" not in info.value.message.split()
 
@@ -123,7 +125,9 @@ def test_the_tree_in_the_docstring_names_every_class_under_its_parent():
             stack.pop()
         drawn[name] = stack[-1][1] if stack else None
         stack.append((depth, name))
-    actual = {cls.__name__: (cls.__bases__[0].__name__ if cls is not errors.BrokerError else None) for cls in _error_classes()}
+    actual = {
+        cls.__name__: (cls.__bases__[0].__name__ if cls is not errors.BrokerError else None) for cls in _error_classes()
+    }
     assert drawn == actual
 
 
@@ -204,7 +208,8 @@ def test_the_client_names_stay_importable():
 
 
 def readme_exit_table() -> str:
-    """What README.md shows; regenerate with `python -c 'from tests.test_errors import readme_exit_table as t; print(t())'`."""
+    """What README.md shows; to regenerate it:
+    `python -c 'from tests.test_errors import readme_exit_table as t; print(t())'`."""
     from broker import codes
 
     rows = ["| exit | whose problem | error codes |", "|---|---|---|"]

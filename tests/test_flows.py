@@ -154,7 +154,8 @@ def test_endpoints_are_not_checked_before_the_metadata_is_validated():
 
 
 @pytest.mark.parametrize(
-    ("status", "recognised"), [(302, True), (200, True), (400, False), (401, False), (404, False), (499, False), (500, True)]
+    ("status", "recognised"),
+    [(302, True), (200, True), (400, False), (401, False), (404, False), (499, False), (500, True)],
 )
 def test_a_4xx_from_the_authorization_endpoint_means_a_forgotten_client(status, recognised):
     flow = client_recognised_flow(discovered(), dynamic())
@@ -196,7 +197,10 @@ def test_a_forgotten_registration_is_replaced():
 
 @pytest.mark.parametrize(
     "registration",
-    [dynamic(issuer="https://other.example.com"), ClientRegistration(ISSUER, "c1", "dynamic", "http://127.0.0.1:1/callback")],
+    [
+        dynamic(issuer="https://other.example.com"),
+        ClientRegistration(ISSUER, "c1", "dynamic", "http://127.0.0.1:1/callback"),
+    ],
 )
 def test_a_registration_for_another_issuer_or_redirect_is_not_probed(registration):
     state = ConnectionState(registration=registration)

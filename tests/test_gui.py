@@ -49,7 +49,13 @@ def gui(qtbot, user_dirs, tmp_path, request):
         store = Store(paths, lambda: FileKeyStore(tmp_path / "vault.key"))
         engine = Engine(store, Transport(), opener=browse, flow_timeout=60)
         return BrokerService(
-            paths=paths, store=store, engine=engine, socket_path=default_socket_path(), policy=policy, ui=True, approval_timeout=30
+            paths=paths,
+            store=store,
+            engine=engine,
+            socket_path=default_socket_path(),
+            policy=policy,
+            ui=True,
+            approval_timeout=30,
         )
 
     runner, bridge, window = build(argparse.Namespace(minimized=False, policy=None), make_service=make_service)
@@ -116,7 +122,9 @@ def test_add_connect_fetch_and_disconnect(qtbot, gui, stack):
     window.select("demo")
     qtbot.waitUntil(lambda: window.details.issuer.text() == oidc.issuer, timeout=5000)
     window.details.refresh()
-    qtbot.waitUntil(lambda: window.details.audit.count() > 0 and "served" in window.details.audit.item(0).text(), timeout=5000)
+    qtbot.waitUntil(
+        lambda: window.details.audit.count() > 0 and "served" in window.details.audit.item(0).text(), timeout=5000
+    )
     assert window.details.refresh_token.text().startswith("Yes")
     texts = [w.text() for w in window.details.findChildren(type(window.details.issuer))]
     assert not any(token in t for t in texts)
@@ -228,8 +236,20 @@ def test_filter_and_tray_menu(qtbot, gui):
     _, bridge, window = gui
     window.model.set_views(
         [
-            {"name": "github", "server_url": "https://api.githubcopilot.com/mcp/", "status": "connected", "scopes": ["repo"], "expires_at": 2**40},
-            {"name": "linear", "server_url": "https://mcp.linear.app/mcp", "status": "reauth_required", "scopes": [], "expires_at": None},
+            {
+                "name": "github",
+                "server_url": "https://api.githubcopilot.com/mcp/",
+                "status": "connected",
+                "scopes": ["repo"],
+                "expires_at": 2**40,
+            },
+            {
+                "name": "linear",
+                "server_url": "https://mcp.linear.app/mcp",
+                "status": "reauth_required",
+                "scopes": [],
+                "expires_at": None,
+            },
         ]
     )
     qtbot.keyClicks(window.filter, "lin")
@@ -260,12 +280,20 @@ def test_model_passes_qtmodeltester(qtmodeltester, qapp):
     model = ConnectionsModel()
     model.set_views(
         [
-            {"name": f"c{i}", "server_url": f"https://s{i}.example/mcp", "status": s, "scopes": ["a"], "expires_at": 2**31 + i}
+            {
+                "name": f"c{i}",
+                "server_url": f"https://s{i}.example/mcp",
+                "status": s,
+                "scopes": ["a"],
+                "expires_at": 2**31 + i,
+            }
             for i, s in enumerate(["connected", "expired", "not_connected", "reauth_required"])
         ]
     )
     qtmodeltester.check(model, force_py=True)
-    model.upsert("new", {"name": "new", "server_url": "https://n/mcp", "status": "connected", "scopes": [], "expires_at": None})
+    model.upsert(
+        "new", {"name": "new", "server_url": "https://n/mcp", "status": "connected", "scopes": [], "expires_at": None}
+    )
     model.remove("c1")
     model.refresh_started("c0")
     qtmodeltester.check(model, force_py=True)
@@ -276,7 +304,9 @@ def test_countdown_ticks(qtbot, qapp):
 
     now = [1000.0]
     model = ConnectionsModel(clock=lambda: now[0], tick_ms=20)
-    model.set_views([{"name": "a", "server_url": "https://a/mcp", "status": "connected", "scopes": [], "expires_at": 1600}])
+    model.set_views(
+        [{"name": "a", "server_url": "https://a/mcp", "status": "connected", "scopes": [], "expires_at": 1600}]
+    )
     assert model.data(model.index(0, 4)) == "10:00"
     assert model.data(model.index(0, 2)) == "Connected"
     now[0] = 1500
@@ -322,7 +352,9 @@ def test_name_clash_and_confirmations(qtbot, gui, stack, monkeypatch):
     dialog.reject()
     # Disconnect and Remove ask first; saying no changes nothing.
     asked = []
-    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a[1]) or QMessageBox.StandardButton.Cancel)
+    monkeypatch.setattr(
+        QMessageBox, "question", lambda *a, **k: asked.append(a[1]) or QMessageBox.StandardButton.Cancel
+    )
     window.select("once")
     window.disconnect_action.trigger()
     window.remove_action.trigger()

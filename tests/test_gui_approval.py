@@ -117,8 +117,9 @@ def test_the_socket_cannot_answer_in_the_desktop_app(qtbot, gui, stack, tmp_path
     [pending] = BrokerClient().request("GET", "/v1/approvals")["approvals"]
     assert pending["id"] == dialog.request.id
     # Another process (not related to the requester) answers over the socket.
+    exe = str(Path(sys.executable).with_name("mcp-token-broker"))
     answer = subprocess.run(
-        [str(Path(sys.executable).with_name("mcp-token-broker")), "approve", pending["id"], "allow_always", "--code", "0000-0000"],
+        [exe, "approve", pending["id"], "allow_always", "--code", "0000-0000"],
         capture_output=True, text=True, timeout=30, start_new_session=True, check=False,
     )  # fmt: skip
     assert answer.returncode != 0 and "desktop app" in answer.stderr, answer.stderr
@@ -185,7 +186,9 @@ def test_markup_from_a_server_is_shown_literally(qtbot, qapp):
         "expires_at": time.time() + 3600,
         "has_refresh_token": True,
         "registration": {"method": "dynamic", "client_id": "<a href='x'>id</a>"},
-        "security": [CheckItem(key="pkce", label="PKCE <b>S256</b>", verdict="pass", detail="<img src=x>detail").to_json()],
+        "security": [
+            CheckItem(key="pkce", label="PKCE <b>S256</b>", verdict="pass", detail="<img src=x>detail").to_json()
+        ],
     }
     audit = [{"time": 1.0, "outcome": "served", "client": "x<!--", "pid": 7}]
     pane._loaded("demo", view, audit)
@@ -211,7 +214,13 @@ def test_table_tooltips_show_server_text_literally(qapp):
     from ui.model import SCOPES, STATUS, ConnectionsModel
 
     model = ConnectionsModel()
-    view = {"name": "a", "server_url": "https://a/mcp", "status": "connected", "scopes": ["<b>read</b>"], "expires_at": None}
+    view = {
+        "name": "a",
+        "server_url": "https://a/mcp",
+        "status": "connected",
+        "scopes": ["<b>read</b>"],
+        "expires_at": None,
+    }
     model.set_views([view])
     model.refresh_failed("a", "<img src=x>boom")
     scopes_tip = model.data(model.index(0, SCOPES), Qt.ItemDataRole.ToolTipRole)

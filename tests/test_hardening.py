@@ -103,7 +103,9 @@ def test_hardening_makes_an_unprivileged_process_undumpable(nobody_env):
     owners = {}
     limits = {}
     for mode in ("control", "harden"):
-        proc = as_nobody([sys.executable, "-c", script, mode], nobody_env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        proc = as_nobody(
+            [sys.executable, "-c", script, mode], nobody_env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
         try:
             assert proc.stdout.readline() == "ready\n"
             owners[mode] = environ_owner(proc.pid)
@@ -120,7 +122,9 @@ def test_hardening_makes_an_unprivileged_process_undumpable(nobody_env):
 def test_unprivileged_serve_and_proxy_are_undumpable(nobody_env, stack):
     _, mcp = stack
     exe = str(Path(sys.executable).with_name("mcp-token-broker"))
-    serve = as_nobody([exe, "serve"], nobody_env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    serve = as_nobody(
+        [exe, "serve"], nobody_env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     proxy = None
     try:
         read_until(serve.stderr, "serving on")
@@ -153,7 +157,11 @@ def test_desktop_app_has_a_core_limit_of_zero(cli, tmp_path):
     pytest.importorskip("PySide6")
     env = {**cli.env, "QT_QPA_PLATFORM": "offscreen", "MCP_TOKEN_BROKER_KEY_FILE": str(tmp_path / "vault.key")}
     app = subprocess.Popen(
-        [sys.executable, "-m", "ui", "--minimized"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "ui", "--minimized"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         client = BrokerClient(str(Path(cli.env["XDG_RUNTIME_DIR"]) / "mcp-token-broker" / "broker.sock"), timeout=2)

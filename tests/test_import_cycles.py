@@ -64,7 +64,9 @@ def import_graph() -> dict[str, set[str]]:
                 else:
                     origin = node.module or ""
                 # `from .x import y`: y may be a submodule of x, else x itself is imported.
-                targets = [f"{origin}.{alias.name}" if f"{origin}.{alias.name}" in modules else origin for alias in node.names]
+                targets = [
+                    f"{origin}.{alias.name}" if f"{origin}.{alias.name}" in modules else origin for alias in node.names
+                ]
             for target in targets:
                 # `import broker.a.b` loads broker.a too; the nearest known module is enough here.
                 while target and target not in modules and "." in target:

@@ -20,7 +20,9 @@ pytestmark = pytest.mark.timeout(30)
 async def flow():
     listener = LoopbackListener()
     await listener.start()
-    pending = start_authorization(as_metadata(), client_id="c", redirect_uri=listener.redirect_uri, scope=(), resource=None)
+    pending = start_authorization(
+        as_metadata(), client_id="c", redirect_uri=listener.redirect_uri, scope=(), resource=None
+    )
     task = asyncio.create_task(listener.wait(lambda p: validate_callback(pending, p), timeout=10))
     await asyncio.sleep(0)
     return listener, pending, task
@@ -66,7 +68,9 @@ def test_forged_callbacks_are_ignored_then_the_real_one_wins_and_a_second_is_ref
 def test_error_callback_with_right_iss_ends_flow_typed():
     async def main():
         listener, pending, task = await flow()
-        r = await get(listener.redirect_uri, params={"error": "access_denied", "state": pending.state.reveal(), "iss": ISSUER})
+        r = await get(
+            listener.redirect_uri, params={"error": "access_denied", "state": pending.state.reveal(), "iss": ISSUER}
+        )
         assert r.status_code == 400 and "access_denied" in r.text
         with pytest.raises(AccessDenied):
             await task
@@ -77,7 +81,12 @@ def test_error_callback_with_right_iss_ends_flow_typed():
 def test_iss_mismatch_ends_flow_without_showing_error_fields():
     async def main():
         listener, pending, task = await flow()
-        params = {"error": "access_denied", "error_description": "VISIT-EVIL-SITE", "state": pending.state.reveal(), "iss": "https://evil.example"}
+        params = {
+            "error": "access_denied",
+            "error_description": "VISIT-EVIL-SITE",
+            "state": pending.state.reveal(),
+            "iss": "https://evil.example",
+        }
         r = await get(listener.redirect_uri, params=params)
         assert r.status_code == 400 and "VISIT-EVIL-SITE" not in r.text and "access_denied" not in r.text
         with pytest.raises(IssuerMismatchInCallback) as info:

@@ -192,7 +192,9 @@ def without_expiry(name: str, access_token: str) -> None:
     store = Store(Paths.default(), KeyringKeyStore)
     with store.transaction() as txn:
         state = txn.states[name]
-        txn.states[name] = replace(state, tokens=replace(state.tokens, access_token=Secret(access_token), expires_at=None))
+        txn.states[name] = replace(
+            state, tokens=replace(state.tokens, access_token=Secret(access_token), expires_at=None)
+        )
 
 
 def test_a_rejected_token_without_expiry_is_refreshed_once(cli, stack, user_dirs):

@@ -40,7 +40,15 @@ def test_registration_request_is_native_public():
 
 def test_parse_registration():
     r = parse_registration_response(
-        resp(201, {"client_id": "abc", "redirect_uris": [REDIRECT], "registration_access_token": "RAT-zq9", "registration_client_uri": f"{ISSUER}/reg/abc"}),
+        resp(
+            201,
+            {
+                "client_id": "abc",
+                "redirect_uris": [REDIRECT],
+                "registration_access_token": "RAT-zq9",
+                "registration_client_uri": f"{ISSUER}/reg/abc",
+            },
+        ),
         server=as_metadata(),
         redirect_uri=REDIRECT,
     )
@@ -66,14 +74,32 @@ def test_bad_registration_responses(status, body):
 
 
 def test_preregistered_auth_method_follows_metadata():
-    assert preregistered(as_metadata(), client_id="x", client_secret=None, redirect_uri=REDIRECT).token_endpoint_auth_method == "none"
+    assert (
+        preregistered(
+            as_metadata(), client_id="x", client_secret=None, redirect_uri=REDIRECT
+        ).token_endpoint_auth_method
+        == "none"
+    )
     post_only = as_metadata(token_endpoint_auth_methods_supported=["client_secret_post"])
-    assert preregistered(post_only, client_id="x", client_secret=Secret("s"), redirect_uri=REDIRECT).token_endpoint_auth_method == "client_secret_post"
-    assert preregistered(as_metadata(), client_id="x", client_secret=Secret("s"), redirect_uri=REDIRECT).token_endpoint_auth_method == "client_secret_basic"
+    assert (
+        preregistered(
+            post_only, client_id="x", client_secret=Secret("s"), redirect_uri=REDIRECT
+        ).token_endpoint_auth_method
+        == "client_secret_post"
+    )
+    assert (
+        preregistered(
+            as_metadata(), client_id="x", client_secret=Secret("s"), redirect_uri=REDIRECT
+        ).token_endpoint_auth_method
+        == "client_secret_basic"
+    )
 
 
 def test_metadata_document_url_rules():
-    assert metadata_document_client(as_metadata(), url="https://app.example/c.json", redirect_uri=REDIRECT).client_id == "https://app.example/c.json"
+    assert (
+        metadata_document_client(as_metadata(), url="https://app.example/c.json", redirect_uri=REDIRECT).client_id
+        == "https://app.example/c.json"
+    )
     for bad in ["http://app.example/c.json", "https://app.example/"]:
         with pytest.raises(InvalidURL):
             metadata_document_client(as_metadata(), url=bad, redirect_uri=REDIRECT)

@@ -66,7 +66,10 @@ def test_token_without_service_says_how_to_start_one(cli):
     for command in ("token", "headers"):
         r = cli(command, "anything")
         assert r.returncode == 6
-        assert r.stderr.strip() == "mcp-token-broker: no broker service is running; start one with `mcp-token-broker serve` (or the desktop app)"
+        assert (
+            r.stderr.strip() == "mcp-token-broker: no broker service is running; "
+            "start one with `mcp-token-broker serve` (or the desktop app)"
+        )
 
 
 def test_headers_for_claude_code(cli, short_stack, service):

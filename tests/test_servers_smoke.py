@@ -316,8 +316,15 @@ def test_mcp_server_checks_audience_issuer_expiry_and_scope(stack: tuple[OidcSer
     jwk = json.loads(Path(oidc.keys_file).read_text())
     key = jwt.PyJWK(jwk).key
     now = int(time.time())
-    good = {"iss": oidc.issuer, "aud": mcp.url, "sub": "minted", "client_id": "c", "scope": "mcp:read",
-            "iat": now, "exp": now + 300}
+    good = {
+        "iss": oidc.issuer,
+        "aud": mcp.url,
+        "sub": "minted",
+        "client_id": "c",
+        "scope": "mcp:read",
+        "iat": now,
+        "exp": now + 300,
+    }
 
     def mint(**changes: Any) -> str:
         return jwt.encode({**good, **changes}, key, algorithm="RS256", headers={"kid": jwk["kid"], "typ": "at+jwt"})
@@ -402,9 +409,7 @@ def test_revocation_and_forgotten_client(
     # ... until the server forgets all clients.
     assert oidc.forget_clients() >= 1
     assert oidc.stats()["clients"] == 0
-    resp = token_request(
-        as_meta, grant_type="refresh_token", client_id=client["client_id"], refresh_token="whatever"
-    )
+    resp = token_request(as_meta, grant_type="refresh_token", client_id=client["client_id"], refresh_token="whatever")
     assert resp.status_code == 401
     assert resp.json()["error"] == "invalid_client"
     reg = httpx.get(

@@ -62,7 +62,9 @@ async def connect(service: BrokerService, name: str, url: str) -> None:
 
 def api(service: BrokerService) -> httpx.AsyncClient:
     transport = httpx.AsyncHTTPTransport(uds=str(service.api.socket_path))
-    return httpx.AsyncClient(transport=transport, base_url="http://broker", timeout=60, limits=httpx.Limits(max_connections=500))
+    return httpx.AsyncClient(
+        transport=transport, base_url="http://broker", timeout=60, limits=httpx.Limits(max_connections=500)
+    )
 
 
 def grants(oidc) -> int:
@@ -146,7 +148,8 @@ def test_invalid_grant_means_reauth_required(short_stack, user_dirs, tmp_path):
             await connect(service, "revoked", mcp.url)
             state = service._states["revoked"]
             # Someone revokes the grant at the server (e.g. in its web UI).
-            r = httpx.post(
+            r = await asyncio.to_thread(
+                httpx.post,
                 f"{oidc.issuer}/token/revocation",
                 data={"token": state.tokens.refresh_token.reveal(), "client_id": state.registration.client_id},
             )
@@ -395,7 +398,10 @@ def test_policies_grants_and_audit(short_stack, user_dirs, tmp_path):
                 assert len(asked) == 2
                 assert asked[0].client.pid == os.getpid() and asked[0].client.key
                 listed = (await client.get("/v1/grants")).json()["grants"]
-                assert {(g["connection"], g["allow"], g["scope"]) for g in listed} == {("a", True, "session"), ("b", False, "always")}
+                assert {(g["connection"], g["allow"], g["scope"]) for g in listed} == {
+                    ("a", True, "session"),
+                    ("b", False, "always"),
+                }
                 # Revoke the "always deny": the next request is asked again.
                 gid = [g["id"] for g in listed if g["connection"] == "b"][0]
                 assert (await client.delete(f"/v1/grants/{gid}")).status_code == 200

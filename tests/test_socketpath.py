@@ -82,7 +82,9 @@ def test_fallback_is_the_users_own_cache_never_a_shared_temp_dir(tmp_path, monke
     base = str(tmp_path / "home" / ".cache" / "mcp-token-broker")
     assert socket_location() == (os.path.join(base, "run", "broker.sock"), base)
     # platformdirs would use a shared temp dir here
-    assert platformdirs_path() == os.path.join(tempfile.gettempdir(), f"runtime-{os.getuid()}", "mcp-token-broker", "broker.sock")
+    assert platformdirs_path() == os.path.join(
+        tempfile.gettempdir(), f"runtime-{os.getuid()}", "mcp-token-broker", "broker.sock"
+    )
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert socket_location()[1] == str(tmp_path / "cache" / "mcp-token-broker")
     monkeypatch.setenv("XDG_CACHE_HOME", "relative")  # ignored, as platformdirs does

@@ -37,7 +37,11 @@ def accepted(family: int, host: str):
 def test_parses_the_kernel_format():
     ip, port = _parse("0100007F:1F90" if sys.byteorder == "little" else "7F000001:1F90")
     assert (str(ip), port) == ("127.0.0.1", 8080)
-    mapped = "0000000000000000FFFF00000100007F:0050" if sys.byteorder == "little" else "00000000000000000000FFFF7F000001:0050"
+    mapped = (
+        "0000000000000000FFFF00000100007F:0050"
+        if sys.byteorder == "little"
+        else "00000000000000000000FFFF7F000001:0050"
+    )
     assert str(_parse(mapped)[0]) == "127.0.0.1"
 
 

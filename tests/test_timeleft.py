@@ -32,4 +32,3 @@ def test_words_for_the_cli_and_a_countdown_for_the_app(left, words, clock):
     assert time_left(expires_at, NOW) == words
     assert time_left(expires_at, NOW, style="words") == words
     assert time_left(expires_at, NOW, style="clock") == clock
-

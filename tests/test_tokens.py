@@ -22,7 +22,9 @@ from broker.secret import Secret
 from .sansio import ISSUER, as_metadata, resp
 
 PUBLIC = ClientRegistration(ISSUER, "cid", "dynamic", "http://127.0.0.1:1/callback")
-CONFIDENTIAL = ClientRegistration(ISSUER, "c id", "preregistered", "http://127.0.0.1:1/callback", "client_secret_basic", Secret("s:e/cret"))
+CONFIDENTIAL = ClientRegistration(
+    ISSUER, "c id", "preregistered", "http://127.0.0.1:1/callback", "client_secret_basic", Secret("s:e/cret")
+)
 
 
 def form(req):
@@ -30,10 +32,24 @@ def form(req):
 
 
 def test_code_exchange_request_public_client():
-    req = code_exchange_request(as_metadata(), PUBLIC, code=Secret("c0de"), code_verifier=Secret("v"), redirect_uri=PUBLIC.redirect_uri, resource="https://mcp.example.com/mcp")
+    req = code_exchange_request(
+        as_metadata(),
+        PUBLIC,
+        code=Secret("c0de"),
+        code_verifier=Secret("v"),
+        redirect_uri=PUBLIC.redirect_uri,
+        resource="https://mcp.example.com/mcp",
+    )
     f = form(req)
     assert req.url == f"{ISSUER}/token" and req.method == "POST"
-    assert f == {"grant_type": "authorization_code", "code": "c0de", "redirect_uri": PUBLIC.redirect_uri, "code_verifier": "v", "resource": "https://mcp.example.com/mcp", "client_id": "cid"}
+    assert f == {
+        "grant_type": "authorization_code",
+        "code": "c0de",
+        "redirect_uri": PUBLIC.redirect_uri,
+        "code_verifier": "v",
+        "resource": "https://mcp.example.com/mcp",
+        "client_id": "cid",
+    }
     assert "c0de" not in repr(req)
 
 
@@ -47,14 +63,24 @@ def test_refresh_with_basic_auth_encodes_per_rfc6749():
 
 def test_revocation_request():
     req = revocation_request(as_metadata(), PUBLIC, Secret("rt"), "refresh_token")
-    assert req.url.endswith("/revoke") and form(req) == {"token": "rt", "token_type_hint": "refresh_token", "client_id": "cid"}
+    assert req.url.endswith("/revoke") and form(req) == {
+        "token": "rt",
+        "token_type_hint": "refresh_token",
+        "client_id": "cid",
+    }
     read_revocation_response(resp(200, b""))
     with pytest.raises(OAuthError):
         read_revocation_response(resp(400, {"error": "unsupported_token_type"}))
 
 
 def ok(**over):
-    body = {"access_token": "AT", "token_type": "Bearer", "expires_in": 3600, "refresh_token": "RT", "scope": "a offline_access"}
+    body = {
+        "access_token": "AT",
+        "token_type": "Bearer",
+        "expires_in": 3600,
+        "refresh_token": "RT",
+        "scope": "a offline_access",
+    }
     body.update(over)
     return resp(200, {k: v for k, v in body.items() if v is not None})
 
@@ -101,7 +127,9 @@ def test_bad_success_bodies(over):
 
 def test_error_bodies_are_typed():
     with pytest.raises(InvalidGrant):
-        parse_token_response(resp(400, {"error": "invalid_grant", "error_description": "rotated"}), now=0, requested_scope=())
+        parse_token_response(
+            resp(400, {"error": "invalid_grant", "error_description": "rotated"}), now=0, requested_scope=()
+        )
     with pytest.raises(InvalidClient):
         parse_token_response(resp(401, {"error": "invalid_client"}), now=0, requested_scope=())
     with pytest.raises(BadResponse):

@@ -31,7 +31,14 @@ def test_unsafe_endpoints_refused(url):
 
 
 @pytest.mark.parametrize(
-    "url", ["https://example.com/token", "http://127.0.0.1:8080/t", "http://localhost/t", "http://[::1]:3/t", "http://127.9.9.9/"]
+    "url",
+    [
+        "https://example.com/token",
+        "http://127.0.0.1:8080/t",
+        "http://localhost/t",
+        "http://[::1]:3/t",
+        "http://127.9.9.9/",
+    ],
 )
 def test_safe_endpoints(url):
     assert check_endpoint_url(url, "x") == url
@@ -52,7 +59,10 @@ def test_canonical_server_url():
 
 
 def test_path_inserted():
-    assert path_inserted("https://h/tenant1", "oauth-authorization-server") == "https://h/.well-known/oauth-authorization-server/tenant1"
+    assert (
+        path_inserted("https://h/tenant1", "oauth-authorization-server")
+        == "https://h/.well-known/oauth-authorization-server/tenant1"
+    )
     assert path_inserted("https://h", "openid-configuration") == "https://h/.well-known/openid-configuration"
     assert path_inserted("https://h/", "openid-configuration") == "https://h/.well-known/openid-configuration"
 

@@ -170,7 +170,9 @@ while count < 0 or i < count:
 
 
 def _spawn_writer(root, prefix, count):
-    return subprocess.Popen([sys.executable, "-c", WRITER, str(root), prefix, str(count)], stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(root), prefix, str(count)], stdout=subprocess.PIPE, text=True
+    )
 
 
 def test_kill_9_during_writes_leaves_a_loadable_vault(tmp_path):
@@ -258,10 +260,16 @@ def test_binding_is_kept_in_the_vault_and_checked(store):
     assert check_binding(store.load_settings()["alpha"], state) == binding
     for change, words in [
         (replace(settings, server_url="https://evil.example/mcp"), "the server URL changed"),
-        (replace(settings, discovered=_discovered(token_endpoint="https://evil.example/t")), "the token endpoint changed"),
+        (
+            replace(settings, discovered=_discovered(token_endpoint="https://evil.example/t")),
+            "the token endpoint changed",
+        ),
         (replace(settings, discovered=_discovered(revocation_endpoint=None)), "the revocation endpoint changed"),
         (replace(settings, discovered=_discovered(issuer="https://evil.example")), "the issuer changed"),
-        (replace(settings, discovered=replace(_discovered(), resource="https://other.example/")), "the resource changed"),
+        (
+            replace(settings, discovered=replace(_discovered(), resource="https://other.example/")),
+            "the resource changed",
+        ),
     ]:
         with pytest.raises(SettingsMismatch, match=words) as info:
             check_binding(change, state)

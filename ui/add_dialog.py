@@ -100,7 +100,9 @@ class AddDialog(QDialog):
         adv = QFormLayout(self.advanced)
         self.client_id = QLineEdit()
         self.client_id.setAccessibleName("Client id")
-        self.client_id.setToolTip("A client id you registered with the provider (leave empty to register automatically)")
+        self.client_id.setToolTip(
+            "A client id you registered with the provider (leave empty to register automatically)"
+        )
         self.client_secret = QLineEdit()
         self.client_secret.setEchoMode(QLineEdit.EchoMode.Password)
         self.client_secret.setAccessibleName("Client secret")
@@ -109,13 +111,17 @@ class AddDialog(QDialog):
         self.redirect_port.setRange(0, 65535)
         self.redirect_port.setSpecialValueText("any free port")
         self.redirect_port.setAccessibleName("Fixed redirect port")
-        self.redirect_port.setToolTip("Only for providers that demand an exact redirect URI such as http://127.0.0.1:PORT/callback")
+        self.redirect_port.setToolTip(
+            "Only for providers that demand an exact redirect URI such as http://127.0.0.1:PORT/callback"
+        )
         self.scopes = QLineEdit()
         self.scopes.setPlaceholderText("as the server suggests")
         self.scopes.setAccessibleName("Requested scopes")
         self.scopes.setToolTip("Space-separated scopes to request instead of the server's suggestion")
         self.no_resource = QCheckBox("Leave out the &resource parameter (RFC 8707)")
-        self.no_resource.setToolTip("Only for authorization servers that reject it; tokens may then be valid beyond this server")
+        self.no_resource.setToolTip(
+            "Only for authorization servers that reject it; tokens may then be valid beyond this server"
+        )
         adv.addRow("Client &id:", self.client_id)
         adv.addRow("Client &secret:", self.client_secret)
         adv.addRow("Redirect &port:", self.redirect_port)

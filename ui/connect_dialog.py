@@ -115,7 +115,6 @@ class ConnectDialog(QDialog):
     def cancel(self) -> None:
         flow_id = self.flow_id
         if flow_id is not None:
-
             self.bridge.call(lambda s: s.cancel_flow(flow_id))
         self._disconnect_signals()
         self.finished_ok = False

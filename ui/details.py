@@ -112,6 +112,7 @@ class DetailsPane(QWidget):
             self._set_enabled(False)
             return
         self.title.setText(name)
+
         async def load(service: BrokerService) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             return await service.show(name), await service.recent_audit(name, limit=20)
 

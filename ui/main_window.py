@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QModelIndex, QSortFilterProxyModel, Qt
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
@@ -20,8 +20,6 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-
-from typing import TYPE_CHECKING
 
 from .details import DetailsPane
 from .icons import app_icon
@@ -112,12 +110,16 @@ class MainWindow(QMainWindow):
         self.details_dock = QDockWidget("Details", self)
         self.details_dock.setObjectName("details")
         self.details_dock.setWidget(self.details)
-        self.details_dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetClosable)
+        self.details_dock.setFeatures(
+            QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetClosable
+        )
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.details_dock)
         self.details.connectRequested.connect(self.connect_connection)
         self.details.disconnectRequested.connect(self.disconnect_connection)
         self.details.removeRequested.connect(self.remove_connection)
-        self.details.copied.connect(lambda client: self.statusBar().showMessage(f"Copied the {client} configuration", 5000))
+        self.details.copied.connect(
+            lambda client: self.statusBar().showMessage(f"Copied the {client} configuration", 5000)
+        )
 
         self._make_actions()
         self.status_label = QLabel()
@@ -157,18 +159,56 @@ class MainWindow(QMainWindow):
         return action
 
     def _make_actions(self) -> None:
-        self.add_action = self._action("&Add…", QKeySequence.StandardKey.New, "Add a remote MCP server (Ctrl+N)", self.add_connection)
-        self.connect_action = self._action("&Connect", "Ctrl+Return", "Log in to the selected server (Ctrl+Enter)", lambda: self._with_selected(self.connect_connection))
-        self.disconnect_action = self._action("&Disconnect", "Ctrl+D", "Revoke and forget the selected connection's tokens (Ctrl+D)", lambda: self._with_selected(self.disconnect_connection))
-        self.remove_action = self._action("&Remove", QKeySequence.StandardKey.Delete, "Forget the selected connection (Del)", lambda: self._with_selected(self.remove_connection))
-        self.details_action = self._action("De&tails", "Ctrl+I", "Show the details pane (Ctrl+I)", self._show_details_dock)
-        self.clients_action = self._action("C&lients…", "Ctrl+K", "Applications you allowed or refused (Ctrl+K)", self.show_clients)
-        self.settings_action = self._action("&Settings…", QKeySequence.StandardKey.Preferences, "Client policy, refresh margin, start at login", self.show_settings)
-        self.quit_action = self._action("&Quit", QKeySequence.StandardKey.Quit, "Stop the broker and quit (Ctrl+Q)", self.quit)
-        self.find_action = self._action("&Find", QKeySequence.StandardKey.Find, "Filter the connections (Ctrl+F)", lambda: self.filter.setFocus())
+        self.add_action = self._action(
+            "&Add…", QKeySequence.StandardKey.New, "Add a remote MCP server (Ctrl+N)", self.add_connection
+        )
+        self.connect_action = self._action(
+            "&Connect",
+            "Ctrl+Return",
+            "Log in to the selected server (Ctrl+Enter)",
+            lambda: self._with_selected(self.connect_connection),
+        )
+        self.disconnect_action = self._action(
+            "&Disconnect",
+            "Ctrl+D",
+            "Revoke and forget the selected connection's tokens (Ctrl+D)",
+            lambda: self._with_selected(self.disconnect_connection),
+        )
+        self.remove_action = self._action(
+            "&Remove",
+            QKeySequence.StandardKey.Delete,
+            "Forget the selected connection (Del)",
+            lambda: self._with_selected(self.remove_connection),
+        )
+        self.details_action = self._action(
+            "De&tails", "Ctrl+I", "Show the details pane (Ctrl+I)", self._show_details_dock
+        )
+        self.clients_action = self._action(
+            "C&lients…", "Ctrl+K", "Applications you allowed or refused (Ctrl+K)", self.show_clients
+        )
+        self.settings_action = self._action(
+            "&Settings…",
+            QKeySequence.StandardKey.Preferences,
+            "Client policy, refresh margin, start at login",
+            self.show_settings,
+        )
+        self.quit_action = self._action(
+            "&Quit", QKeySequence.StandardKey.Quit, "Stop the broker and quit (Ctrl+Q)", self.quit
+        )
+        self.find_action = self._action(
+            "&Find", QKeySequence.StandardKey.Find, "Filter the connections (Ctrl+F)", lambda: self.filter.setFocus()
+        )
         toolbar = self.addToolBar("Actions")
         toolbar.setObjectName("actions")
-        for action in (self.add_action, self.connect_action, self.disconnect_action, self.remove_action, self.details_action, self.clients_action, self.settings_action):
+        for action in (
+            self.add_action,
+            self.connect_action,
+            self.disconnect_action,
+            self.remove_action,
+            self.details_action,
+            self.clients_action,
+            self.settings_action,
+        ):
             toolbar.addAction(action)
         menu = self.menuBar().addMenu("&Broker")
         for action in (self.add_action, self.connect_action, self.disconnect_action, self.remove_action):
@@ -192,7 +232,8 @@ class MainWindow(QMainWindow):
         views, health = result
         self.model.set_views(views)
         self.status_label.setText(
-            f"Serving {health['connections']} connection(s) on {self.bridge.service.socket_path} · policy: {health['policy']}"
+            f"Serving {health['connections']} connection(s) on {self.bridge.service.socket_path}"
+            f" · policy: {health['policy']}"
         )
 
     # -- state ----------------------------------------------------------------------------
@@ -252,9 +293,12 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Gave {name}'s token to {client} (pid {pid})", 4000)
 
     def reload_status(self) -> None:
-        self.bridge.call(lambda s: s.health(), lambda h: self.status_label.setText(
-            f"Serving {h['connections']} connection(s) on {self.bridge.service.socket_path} · policy: {h['policy']}"
-        ))
+        self.bridge.call(
+            lambda s: s.health(),
+            lambda h: self.status_label.setText(
+                f"Serving {h['connections']} connection(s) on {self.bridge.service.socket_path} · policy: {h['policy']}"
+            ),
+        )
 
     # -- actions ------------------------------------------------------------------------
 
@@ -281,13 +325,20 @@ class MainWindow(QMainWindow):
         return dialog
 
     def _confirm(self, title: str, text: str) -> bool:
-        answer = QMessageBox.question(self, title, text, QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Cancel)
+        answer = QMessageBox.question(
+            self,
+            title,
+            text,
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+            QMessageBox.StandardButton.Cancel,
+        )
         return answer == QMessageBox.StandardButton.Yes
 
     def disconnect_connection(self, name: str, *, confirm: bool = True) -> None:
         if confirm and not self._confirm(
             f"Disconnect {name}?",
-            f"The broker revokes {name}'s tokens at the server and forgets them. Clients using them stop working until you connect again.",
+            f"The broker revokes {name}'s tokens at the server and forgets them. "
+            f"Clients using them stop working until you connect again.",
         ):
             return
         self.bridge.run(lambda s: s.disconnect(name), lambda r: self._after(f"Disconnected {name}", r), self._error)
@@ -364,7 +415,10 @@ class MainWindow(QMainWindow):
             self.hide()
             if not getattr(self, "_told_about_tray", False):
                 self._told_about_tray = True
-                self.tray.icon.showMessage("MCP Token Broker is still running", "It keeps serving tokens from the tray. Quit it from the tray menu.")
+                self.tray.icon.showMessage(
+                    "MCP Token Broker is still running",
+                    "It keeps serving tokens from the tray. Quit it from the tray menu.",
+                )
             return
         event.accept()
         if not self.quitting:

@@ -17,8 +17,8 @@ from PySide6.QtGui import QBrush, QColor, QGuiApplication, QPalette
 from broker.status import Status
 from broker.timeleft import time_left
 
-from .plaintext import plain_tip
 from .icons import STATUS_ICONS, icon
+from .plaintext import plain_tip
 from .rows import STATUS_HELP, STATUS_TEXT, DisplayStatus, RowState, display_status
 
 __all__ = ["ConnectionsModel", "COLUMNS", "SORT_ROLE", "NAME_ROLE"]
@@ -36,10 +36,24 @@ NAME, SERVER, STATUS, SCOPES, EXPIRES, LAST = range(6)
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 NAME_ROLE = Qt.ItemDataRole.UserRole + 2
 
-_LIGHT = {"connected": "#1a7f37", "expiring": "#9a6700", "refreshing": "#0969da", "expired": "#57606a",
-          "reauth_required": "#cf222e", "error": "#cf222e", "not_connected": "#57606a"}
-_DARK = {"connected": "#3fb950", "expiring": "#d29922", "refreshing": "#58a6ff", "expired": "#8b949e",
-         "reauth_required": "#f85149", "error": "#f85149", "not_connected": "#8b949e"}
+_LIGHT = {
+    "connected": "#1a7f37",
+    "expiring": "#9a6700",
+    "refreshing": "#0969da",
+    "expired": "#57606a",
+    "reauth_required": "#cf222e",
+    "error": "#cf222e",
+    "not_connected": "#57606a",
+}
+_DARK = {
+    "connected": "#3fb950",
+    "expiring": "#d29922",
+    "refreshing": "#58a6ff",
+    "expired": "#8b949e",
+    "reauth_required": "#f85149",
+    "error": "#f85149",
+    "not_connected": "#8b949e",
+}
 
 
 def _dark() -> bool:
@@ -50,7 +64,9 @@ def _dark() -> bool:
 
 
 class ConnectionsModel(QAbstractTableModel):
-    def __init__(self, parent: QObject | None = None, *, clock: Callable[[], float] = time.time, tick_ms: int = 1000) -> None:
+    def __init__(
+        self, parent: QObject | None = None, *, clock: Callable[[], float] = time.time, tick_ms: int = 1000
+    ) -> None:
         super().__init__(parent)
         self._rows: list[RowState] = []
         self._index: dict[str, int] = {}

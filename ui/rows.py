@@ -106,4 +106,3 @@ def display_status(row: RowState, now: float) -> DisplayStatus:
     if row.expires_at is not None and row.expires_at - now < EXPIRING_SOON:
         return DisplayStatus.EXPIRING
     return DisplayStatus.CONNECTED
-

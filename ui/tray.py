@@ -104,7 +104,8 @@ class Tray(QObject):
     def notify_reauth(self, name: str, reason: str) -> None:
         self.icon.showMessage(
             f"{name} needs you to log in again",
-            f"The server refused to renew access ({plain_for_notification(reason)}). Open MCP Token Broker and connect {name}.",
+            f"The server refused to renew access ({plain_for_notification(reason)}). "
+            f"Open MCP Token Broker and connect {name}.",
             QSystemTrayIcon.MessageIcon.Warning,
         )
 
@@ -113,7 +114,8 @@ class Tray(QObject):
         if self._failures[name] == 3:  # once, after it kept failing
             self.icon.showMessage(
                 f"Refreshing {name} keeps failing",
-                f"{plain_for_notification(error)}. The broker keeps retrying and serves the current token while it is valid.",
+                f"{plain_for_notification(error)}. "
+                f"The broker keeps retrying and serves the current token while it is valid.",
                 QSystemTrayIcon.MessageIcon.Warning,
             )
 

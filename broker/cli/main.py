@@ -55,13 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("url", help="the MCP server URL, e.g. https://mcp.example.com/mcp")
     p.add_argument("--scope", action="append", default=[], metavar="S", help="a scope to request (repeatable)")
     p.add_argument("--client-id", metavar="ID", help="a client id you registered with the provider")
-    p.add_argument(
-        "--client-secret-stdin", action="store_true", help="read that client's secret from standard input"
-    )
+    p.add_argument("--client-secret-stdin", action="store_true", help="read that client's secret from standard input")
     p.add_argument(
         "--client-metadata-url", metavar="URL", help="your https client ID metadata document, if you host one"
     )
-    p.add_argument("--redirect-port", type=int, metavar="N", help="a fixed loopback redirect port (pre-registered clients)")
+    p.add_argument(
+        "--redirect-port", type=int, metavar="N", help="a fixed loopback redirect port (pre-registered clients)"
+    )
     p.add_argument("--redirect-path", default="/callback", metavar="PATH", help="the redirect path (default /callback)")
     p.add_argument(
         "--no-resource",
@@ -101,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--min-ttl", type=int, default=None, metavar="SECONDS")
 
-    p = sub.add_parser("proxy", help="a stdio MCP server forwarding to the connection's server (for stdio-only clients)")
+    p = sub.add_parser(
+        "proxy", help="a stdio MCP server forwarding to the connection's server (for stdio-only clients)"
+    )
     p.add_argument("name")
 
     p = sub.add_parser("gui", help="open the desktop app (runs the service inside it)")
@@ -390,7 +392,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     now = time.time()
     table = [("NAME", "STATUS", "EXPIRES", "SCOPES", "SERVER")]
     for r in rows:
-        table.append((r["name"], r["status"], time_left(r["expires_at"], now) if r["expires_at"] or r["status"] != "not_connected" else "-", " ".join(r["scopes"]) or "-", r["server_url"]))
+        table.append(
+            (
+                r["name"],
+                r["status"],
+                time_left(r["expires_at"], now) if r["expires_at"] or r["status"] != "not_connected" else "-",
+                " ".join(r["scopes"]) or "-",
+                r["server_url"],
+            )
+        )
     widths = [max(len(row[i]) for row in table) for i in range(4)]
     if rows:
         for row in table:
@@ -566,7 +576,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
     for e in entries:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.get("time", 0)))
         detail = f" ({e['detail']})" if e.get("detail") else ""
-        print(f"{when}  {e.get('outcome', '?'):<7} {e.get('connection', '?'):<20} {e.get('client', '?')} [pid {e.get('pid')}]{detail}")
+        print(
+            f"{when}  {e.get('outcome', '?'):<7} {e.get('connection', '?'):<20} {e.get('client', '?')}"
+            f" [pid {e.get('pid')}]{detail}"
+        )
     return 0
 
 

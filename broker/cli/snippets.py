@@ -26,7 +26,11 @@ def snippet(client: str, name: str, server_url: str, *, command: str = "mcp-toke
     """The text to paste for `client` (a key of CLIENTS)."""
     if client == "claude-code":
         # Claude Code runs headersHelper before each connection and merges its JSON output.
-        doc = {"mcpServers": {name: {"type": "http", "url": server_url, "headersHelper": f"{command} headers {shlex.quote(name)}"}}}
+        doc = {
+            "mcpServers": {
+                name: {"type": "http", "url": server_url, "headersHelper": f"{command} headers {shlex.quote(name)}"}
+            }
+        }
         return json.dumps(doc, indent=2)
     # Clients that start stdio servers run the broker's proxy, which speaks
     # MCP on stdin/stdout and forwards to the remote server with a fresh token

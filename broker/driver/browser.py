@@ -131,7 +131,11 @@ def _discard(directory: Path) -> None:
 def _open_with_portal(page: Path) -> bool:
     """Hand `page` to the desktop's OpenURI portal as a descriptor; False when
     there is no portal to ask (or `$BROWSER` chooses the browser)."""
-    if os.environ.get("BROWSER") or not os.environ.get("DBUS_SESSION_BUS_ADDRESS") or not sys.platform.startswith("linux"):
+    if (
+        os.environ.get("BROWSER")
+        or not os.environ.get("DBUS_SESSION_BUS_ADDRESS")
+        or not sys.platform.startswith("linux")
+    ):
         return False
     try:
         from jeepney import DBusAddress, MessageType, new_method_call  # type: ignore[import-untyped]

@@ -170,7 +170,10 @@ class Engine:
         client_metadata_url: str | None = None,
     ) -> Discovered:
         flow = discovery_flow(
-            canonical_server_url(server_url), scopes=scopes, client_id=client_id, client_metadata_url=client_metadata_url
+            canonical_server_url(server_url),
+            scopes=scopes,
+            client_id=client_id,
+            client_metadata_url=client_metadata_url,
         )
         return await self._drive(flow)
 
@@ -255,7 +258,9 @@ class Engine:
             async with self.transport.for_server(bound.server_url):
                 warning = await self._drive(revoke_flow(bound, state))
         elif state.tokens is not None:
-            warning = f"the vault record of {name} does not record where to revoke its tokens; they were forgotten locally"
+            warning = (
+                f"the vault record of {name} does not record where to revoke its tokens; they were forgotten locally"
+            )
 
         def forget(txn: Transaction) -> None:
             txn.states.pop(name, None)
@@ -330,7 +335,12 @@ class Engine:
         check_client_issuer(settings, state, discovered)
         listener = await bind_listener(settings, state.registration)
         receiver = CodeReceiver(
-            listener, mode=mode, emit=emit, opener=self.opener, timeout=self.flow_timeout, read_pasted_url=read_pasted_url
+            listener,
+            mode=mode,
+            emit=emit,
+            opener=self.opener,
+            timeout=self.flow_timeout,
+            read_pasted_url=read_pasted_url,
         )
         async with receiver:
             flow = login_flow(settings, state, discovered, listener.redirect_uri, self.clock)

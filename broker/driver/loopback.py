@@ -150,7 +150,11 @@ class LoopbackListener:
             result = self._validate(params)
         except StateMismatch:
             self.rejected += 1
-            return False, "Not for this login", "This response does not belong to the login in progress (state mismatch) and was ignored."
+            return (
+                False,
+                "Not for this login",
+                "This response does not belong to the login in progress (state mismatch) and was ignored.",
+            )
         except OAuthError as exc:
             self._future.set_exception(exc)
             return False, "Login failed", f"The authorization server said: {exc.error}. Return to the terminal or app."
@@ -176,7 +180,12 @@ class LoopbackListener:
             path = target.split("?", 1)[0]
             if not ours:
                 self.foreign += 1
-                status, ok, title, text = 403, False, "Not your login", "This login belongs to another user of this computer. Nothing was passed on."
+                status, ok, title, text = (
+                    403,
+                    False,
+                    "Not your login",
+                    "This login belongs to another user of this computer. Nothing was passed on.",
+                )
             elif request.method != b"GET":
                 status, ok, title, text = 405, False, "Method not allowed", "Only GET is answered here."
             elif path != self.path:

@@ -94,4 +94,3 @@ def checked_transport(resolver: Resolver, policy: Callable[[], EndpointPolicy]) 
         network_backend=CheckedBackend(resolver, policy),
     )
     return transport
-

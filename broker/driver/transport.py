@@ -181,9 +181,7 @@ class Transport:
             async for chunk in response.aiter_bytes():
                 size += len(chunk)
                 if size > self.limits.max_body:
-                    raise ResponseTooLarge(
-                        f"{request.purpose} sent more than {self.limits.max_body} bytes"
-                    )
+                    raise ResponseTooLarge(f"{request.purpose} sent more than {self.limits.max_body} bytes")
                 chunks.append(chunk)
         finally:
             await response.aclose()

@@ -122,7 +122,9 @@ def callback_params_from_url(url: str) -> dict[str, str]:
     try:
         pairs = parse_qsl(query, keep_blank_values=True, max_num_fields=MAX_CALLBACK_PARAMS)
     except ValueError:
-        raise BadResponse(f"the authorization response has too many parameters (more than {MAX_CALLBACK_PARAMS})") from None
+        raise BadResponse(
+            f"the authorization response has too many parameters (more than {MAX_CALLBACK_PARAMS})"
+        ) from None
     params: dict[str, str] = {}
     for key, value in pairs:
         if key in params:

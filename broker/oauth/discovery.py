@@ -106,7 +106,9 @@ class AuthServerMetadata:
                 if self.token_endpoint_auth_methods_supported is not None
                 else None
             ),
-            "grant_types_supported": list(self.grant_types_supported) if self.grant_types_supported is not None else None,
+            "grant_types_supported": list(self.grant_types_supported)
+            if self.grant_types_supported is not None
+            else None,
             "authorization_response_iss_parameter_supported": self.iss_parameter_supported,
             "client_id_metadata_document_supported": self.client_id_metadata_document_supported,
             "source": self.source,

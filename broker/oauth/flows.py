@@ -246,7 +246,9 @@ def registration_flow(
     method = discovered.registration_method
     if method == "preregistered":
         secret = Secret(state.client_secret) if state.client_secret else None
-        return preregistered(server, client_id=settings.client_id or "", client_secret=secret, redirect_uri=redirect_uri)
+        return preregistered(
+            server, client_id=settings.client_id or "", client_secret=secret, redirect_uri=redirect_uri
+        )
     if method == "metadata_document":
         return metadata_document_client(server, url=settings.client_metadata_url or "", redirect_uri=redirect_uri)
     existing = state.registration
@@ -320,9 +322,7 @@ def login_flow(
         except InvalidClient:
             if registration.method != "dynamic" or attempt == 2:
                 raise
-        registration = yield from registration_flow(
-            settings, state, discovered, redirect_uri, clock(), force_new=True
-        )
+        registration = yield from registration_flow(settings, state, discovered, redirect_uri, clock(), force_new=True)
         yield Registered(registration)
     raise AssertionError("unreachable: the second attempt returns or raises")
 

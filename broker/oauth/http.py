@@ -56,7 +56,9 @@ class HttpResponse:
         return value
 
 
-def form_request(url: str, purpose: str, fields: dict[str, str], headers: tuple[tuple[str, str], ...] = ()) -> HttpRequest:
+def form_request(
+    url: str, purpose: str, fields: dict[str, str], headers: tuple[tuple[str, str], ...] = ()
+) -> HttpRequest:
     return HttpRequest(
         "POST",
         url,
@@ -66,7 +68,9 @@ def form_request(url: str, purpose: str, fields: dict[str, str], headers: tuple[
     )
 
 
-def json_request(url: str, purpose: str, payload: dict[str, Any], headers: tuple[tuple[str, str], ...] = ()) -> HttpRequest:
+def json_request(
+    url: str, purpose: str, payload: dict[str, Any], headers: tuple[tuple[str, str], ...] = ()
+) -> HttpRequest:
     return HttpRequest(
         "POST",
         url,

@@ -125,7 +125,9 @@ def preregistered(
 def metadata_document_client(server: AuthServerMetadata, *, url: str, redirect_uri: str) -> ClientRegistration:
     parts = urlsplit(url)
     if parts.scheme != "https" or parts.path in ("", "/"):
-        raise InvalidURL("a client ID metadata document URL must be https with a path, e.g. https://example.com/client.json")
+        raise InvalidURL(
+            "a client ID metadata document URL must be https with a path, e.g. https://example.com/client.json"
+        )
     return ClientRegistration(
         issuer=server.issuer, client_id=url, method="metadata_document", redirect_uri=redirect_uri
     )
@@ -195,4 +197,3 @@ def parse_registration_response(
         registration_access_token=Secret(rat) if isinstance(rat, str) and rat else None,
         registration_client_uri=rcu if isinstance(rcu, str) else None,
     )
-

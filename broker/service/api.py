@@ -284,7 +284,9 @@ class ApiServer:
             except TimeoutError:
                 # Idle keep-alive: just close. Half-sent request: say why.
                 if conn.their_state is h11.SEND_BODY or conn.trailing_data[0]:
-                    await self._send_error(conn, writer, status_for("timeout"), "timeout", "request not completed in time")
+                    await self._send_error(
+                        conn, writer, status_for("timeout"), "timeout", "request not completed in time"
+                    )
                 return
             except _TooLarge:
                 await self._send_error(conn, writer, 413, "bad_request", "request too large")
@@ -375,7 +377,9 @@ class ApiServer:
             return status_for("bad_request"), error_body("bad_request", "malformed query string")
         except Exception:
             log.exception("internal error answering %s %s", request.method.decode(), path)
-            return status_for("internal_error"), error_body("internal_error", "the broker hit an internal error; see its log")
+            return status_for("internal_error"), error_body(
+                "internal_error", "the broker hit an internal error; see its log"
+            )
 
     async def _send(self, conn: h11.Connection, writer: asyncio.StreamWriter, status: int, payload: Any) -> bool:
         if isinstance(payload, PlainText):
@@ -440,4 +444,3 @@ class _TooLarge(Exception):
 
 class _HeadTooLarge(Exception):
     pass
-

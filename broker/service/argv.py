@@ -148,23 +148,41 @@ SYNTAX: Mapping[str, Syntax] = {
     ),
     "deno": Syntax(
         no_script=_EVAL,
-        value_words=frozenset({"-c", "--config", "--import-map", "--lock", "--cert", "--location", "--seed",
-                               "-L", "--log-level", "--ext"}),
+        value_words=frozenset(
+            {"-c", "--config", "--import-map", "--lock", "--cert", "--location", "--seed", "-L", "--log-level", "--ext"}
+        ),
         runs=frozenset({"run", "serve"}),
         subcommands=_SUBCOMMANDS,
     ),  # fmt: skip
     "bun": Syntax(
         no_script=_EVAL,
-        value_words=frozenset({"-r", "--preload", "--require", "--import", "--cwd", "-c", "--config",
-                               "--env-file", "--tsconfig-override", "-d", "--define", "-l", "--loader",
-                               "--conditions", "--port"}),
+        value_words=frozenset(
+            {
+                "-r",
+                "--preload",
+                "--require",
+                "--import",
+                "--cwd",
+                "-c",
+                "--config",
+                "--env-file",
+                "--tsconfig-override",
+                "-d",
+                "--define",
+                "-l",
+                "--loader",
+                "--conditions",
+                "--port",
+            }
+        ),
         runs=frozenset({"run"}),
         subcommands=_SUBCOMMANDS,
     ),  # fmt: skip
     "ruby": Syntax(
         no_script=frozenset({"-"}),
-        value_words=frozenset({"--enable", "--disable", "--encoding", "--external-encoding",
-                               "--internal-encoding", "--dump"}),
+        value_words=frozenset(
+            {"--enable", "--disable", "--encoding", "--external-encoding", "--internal-encoding", "--dump"}
+        ),
         letters=_letters(stop="e", value="ICEr", attached="xFTWK", digits="0"),
     ),  # fmt: skip
     "perl": Syntax(

@@ -30,7 +30,17 @@ from ..storage.config import POLICIES
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Grant", "Grants", "Decision", "ApprovalRequest", "DECISIONS", "Policy", "POLICIES", "MAX_CODE_TRIES", "new_code"]
+__all__ = [
+    "Grant",
+    "Grants",
+    "Decision",
+    "ApprovalRequest",
+    "DECISIONS",
+    "Policy",
+    "POLICIES",
+    "MAX_CODE_TRIES",
+    "new_code",
+]
 
 Decision = Literal["allow_session", "allow_always", "deny_session", "deny_always"]
 DECISIONS: tuple[str, ...] = ("allow_session", "allow_always", "deny_session", "deny_always")
@@ -112,7 +122,11 @@ class Grants:
             for g in self._grants.values()
             if g.scope == "always"
         ]
-        doc = {"format": FORMAT, "schema": 1, "grants": sorted(always, key=lambda g: (g["connection"], g["client_name"]))}
+        doc = {
+            "format": FORMAT,
+            "schema": 1,
+            "grants": sorted(always, key=lambda g: (g["connection"], g["client_name"])),
+        }
         self._made += 1
         number, data = self._made, json.dumps(doc, indent=2).encode() + b"\n"
         try:
@@ -132,7 +146,9 @@ class Grants:
     def _write_done(self, write: asyncio.Future[None]) -> None:
         if not write.cancelled() and write.exception() is not None:
             log.warning(
-                "could not save the grants file %s (%s); the change holds until the broker stops", self.path, write.exception()
+                "could not save the grants file %s (%s); the change holds until the broker stops",
+                self.path,
+                write.exception(),
             )
 
     async def saved(self) -> None:

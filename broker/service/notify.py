@@ -47,7 +47,16 @@ def notify_desktop(summary: str, body: str) -> None:
                     address,
                     "Notify",
                     "susssasa{sv}i",
-                    ("MCP Token Broker", 0, "", plain_for_notification(summary), plain_for_notification(body), [], {}, _TIMEOUT_MS),
+                    (
+                        "MCP Token Broker",
+                        0,
+                        "",
+                        plain_for_notification(summary),
+                        plain_for_notification(body),
+                        [],
+                        {},
+                        _TIMEOUT_MS,
+                    ),
                 )
                 conn.send_and_get_reply(message, timeout=5)
         except Exception as exc:  # noqa: BLE001 - a notification is a courtesy; the terminal line is the record

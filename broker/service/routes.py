@@ -125,7 +125,7 @@ async def _route(service: BrokerService, request: ApiRequest) -> tuple[int, Any]
             _method(request, "POST")
             url = _body(request).get("url")
             if not isinstance(url, str) or not url:
-                raise UsageError("send {\"url\": \"<the address the browser ended on>\"}")
+                raise UsageError('send {"url": "<the address the browser ended on>"}')
             flow = service.flow(flow_id)
             flow.paste(url)
             return 202, {"queued": True}

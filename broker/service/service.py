@@ -488,7 +488,9 @@ class BrokerService:
             lock = self._write_locks[name] = asyncio.Lock()
         return lock
 
-    async def _persist(self, name: str, change: Callable[[ConnectionState], ConnectionState | None]) -> ConnectionState | None:
+    async def _persist(
+        self, name: str, change: Callable[[ConnectionState], ConnectionState | None]
+    ) -> ConnectionState | None:
         """Apply `change` to the stored state in a vault transaction, off the
         event loop; update the cache. `change` returning None means no-op.
         Storage errors propagate."""
@@ -544,7 +546,9 @@ class BrokerService:
             await self._mark_reauth(name, tokens, str(exc))
             raise AuthorizationRequired(str(exc)) from None
         except (InvalidGrant, InvalidClient) as exc:
-            await self._mark_reauth(name, tokens, f"the refresh was refused ({exc.error})", drop_registration=isinstance(exc, InvalidClient))
+            await self._mark_reauth(
+                name, tokens, f"the refresh was refused ({exc.error})", drop_registration=isinstance(exc, InvalidClient)
+            )
             raise AuthorizationRequired(
                 f"{name} needs re-authorization ({exc.error}): run `mcp-token-broker connect {name}`"
             ) from None
@@ -639,7 +643,9 @@ class BrokerService:
             # Headless, a socket answer needs the one-time code that only the user is shown.
             # In the desktop app the dialog answers in process, and the socket never may.
             code = None if self.ui else new_code()
-            request = ApprovalRequest(connection=name, client=client, grants=self.grants, code=code, on_answer=self._answered)
+            request = ApprovalRequest(
+                connection=name, client=client, grants=self.grants, code=code, on_answer=self._answered
+            )
             request.requester_ancestors = frozenset(ancestors(client.pid))
             self._approvals[key] = request
             self.events.emit(ClientAsked(request))
@@ -724,7 +730,11 @@ class BrokerService:
             now = self.clock()
             last = self._rejected_at.get(name)
             if last is not None and now - last < REJECTED_INTERVAL:
-                return {"refreshed": False, "reason": "rate_limited", "retry_after": math.ceil(last + REJECTED_INTERVAL - now)}
+                return {
+                    "refreshed": False,
+                    "reason": "rate_limited",
+                    "retry_after": math.ceil(last + REJECTED_INTERVAL - now),
+                }
             self._rejected_at[name] = now
             log.info("%s reported %s's token rejected; refreshing", client.name, name)
             task = self.refresh(name)
@@ -854,7 +864,9 @@ class BrokerService:
         elif self._related(request, answerer):
             refusal = "the application that asked, or a process it started or that started it, may not answer"
         elif not code:
-            refusal = "an answer needs the one-time code the broker showed where it runs (its terminal or a notification)"
+            refusal = (
+                "an answer needs the one-time code the broker showed where it runs (its terminal or a notification)"
+            )
         elif not request.check_code(code):
             if request.answered:
                 refusal = "wrong code; that was the last try, so the request was refused"
@@ -868,7 +880,11 @@ class BrokerService:
             client=request.client,
             outcome="answer_refused",
             detail=refusal,
-            fields={"decision": decision, "answered_by": answerer.describe(), "answered_by_pid": answerer.app_pid or answerer.pid},
+            fields={
+                "decision": decision,
+                "answered_by": answerer.describe(),
+                "answered_by_pid": answerer.app_pid or answerer.pid,
+            },
         )
         raise AnswerRefused(refusal)
 
@@ -886,7 +902,11 @@ class BrokerService:
         if by_pid is not None:
             fields["answered_by_pid"] = by_pid
         self.audit.record(
-            connection=request.connection, client=request.client, outcome="answered", detail=f"{decision} by {by}", fields=fields
+            connection=request.connection,
+            client=request.client,
+            outcome="answered",
+            detail=f"{decision} by {by}",
+            fields=fields,
         )
 
     def _announce(self, request: ApprovalRequest, code: str) -> None:

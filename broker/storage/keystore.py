@@ -68,7 +68,9 @@ class KeyringKeyStore:
         try:
             value = self._backend.get_password(SERVICE, self._username(vault_id))  # type: ignore[attr-defined]
         except self._errors.KeyringError as exc:
-            raise KeyringUnavailable(f"the OS keyring did not answer ({type(exc).__name__}). {NO_KEYRING_HELP}") from None
+            raise KeyringUnavailable(
+                f"the OS keyring did not answer ({type(exc).__name__}). {NO_KEYRING_HELP}"
+            ) from None
         if value is None:
             return None
         try:

@@ -79,9 +79,7 @@ class Store:
                 raise ValueError("no schema")
             if doc["schema"] > SETTINGS_SCHEMA:
                 raise SchemaTooNew(f"{path} was written by a newer mcp-token-broker; upgrade to read it")
-            return {
-                name: ConnectionSettings.from_json(name, value) for name, value in doc["connections"].items()
-            }
+            return {name: ConnectionSettings.from_json(name, value) for name, value in doc["connections"].items()}
         except SchemaTooNew:
             raise
         except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):

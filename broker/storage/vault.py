@@ -127,9 +127,7 @@ class Vault:
             plain = b""
         if plain != _KEY_CHECK:
             self._keys.pop(vault_id, None)
-            raise VaultKeyMismatch(
-                f"the key in {self.keystore.description} does not open the vault {self.path}"
-            )
+            raise VaultKeyMismatch(f"the key in {self.keystore.description} does not open the vault {self.path}")
         self._keys[vault_id] = key
         return cipher
 

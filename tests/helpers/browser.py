@@ -101,9 +101,7 @@ def is_app_callback(url: str, as_host_port: tuple[str, int]) -> bool:
     """A plain-http loopback URL that is not on the authorization server."""
     parts = urllib.parse.urlsplit(url)
     return (
-        parts.scheme == "http"
-        and (parts.hostname or "").lower() in LOOPBACK_HOSTS
-        and host_port(url) != as_host_port
+        parts.scheme == "http" and (parts.hostname or "").lower() in LOOPBACK_HOSTS and host_port(url) != as_host_port
     )
 
 

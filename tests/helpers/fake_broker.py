@@ -60,11 +60,21 @@ def _answer(request: bytes) -> tuple[int, str, bytes]:
     target = rest.rpartition(" ")[0]
     path, _, query = target.partition("?")
     if path == "/v1/health":
-        return 200, "application/json", json.dumps({"status": "ok", "version": "0", "pid": 1, "policy": "allow", "connections": 0}).encode()
+        return (
+            200,
+            "application/json",
+            json.dumps({"status": "ok", "version": "0", "pid": 1, "policy": "allow", "connections": 0}).encode(),
+        )
     if path.endswith("/token") and "format=text" in query:
         return 200, "text/plain", FORGED_TOKEN.encode()
     if path.endswith("/token"):
-        return 200, "application/json", json.dumps({"access_token": FORGED_TOKEN, "token_type": "Bearer", "expires_at": None, "scope": ""}).encode()
+        return (
+            200,
+            "application/json",
+            json.dumps(
+                {"access_token": FORGED_TOKEN, "token_type": "Bearer", "expires_at": None, "scope": ""}
+            ).encode(),
+        )
     if method == "POST" and path.endswith("/connect"):
         return 200, "application/json", b'{"flow_id": "f1"}'
     if method == "POST" and path == "/v1/flows/f1/paste":
@@ -72,8 +82,16 @@ def _answer(request: bytes) -> tuple[int, str, bytes]:
         return 200, "application/json", b"{}"
     if method == "GET" and path == "/v1/flows/f1":
         if "after=0" in query:
-            event = {"stage": "waiting_for_browser", "message": "log in", "url": "https://login.example.invalid/authorize"}
-            return 200, "application/json", json.dumps({"events": [event], "next": 1, "done": False, "error": None}).encode()
+            event = {
+                "stage": "waiting_for_browser",
+                "message": "log in",
+                "url": "https://login.example.invalid/authorize",
+            }
+            return (
+                200,
+                "application/json",
+                json.dumps({"events": [event], "next": 1, "done": False, "error": None}).encode(),
+            )
         _pasted.wait(60)
         error = {"error": "flow_error", "message": "the fake broker is done"}
         return 200, "application/json", json.dumps({"events": [], "next": 1, "done": True, "error": error}).encode()
@@ -90,7 +108,10 @@ def _serve_one(conn: socket.socket, record: str) -> None:
             return
         _record(record, request)
         status, content_type, body = _answer(request)
-        head = f"HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        head = (
+            f"HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
         try:
             conn.sendall(head.encode() + body)
         except OSError:

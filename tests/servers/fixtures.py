@@ -27,9 +27,9 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import signal
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile

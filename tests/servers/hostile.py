@@ -67,7 +67,9 @@ class HostileServer:
                 self.rfile.read(length)
                 if self.path == "/mcp":
                     prm = f"{server.base}/.well-known/oauth-protected-resource/mcp"
-                    self._json(401, {"error": "invalid_token"}, [("WWW-Authenticate", f'Bearer resource_metadata="{prm}"')])
+                    self._json(
+                        401, {"error": "invalid_token"}, [("WWW-Authenticate", f'Bearer resource_metadata="{prm}"')]
+                    )
                 else:
                     self._json(404, {})
 
