@@ -100,11 +100,12 @@ def run_child(mode: str, env: dict[str, str]) -> tuple[float, int]:
         stderr=subprocess.PIPE,
         text=True,
     )
-    line = proc.stdout.readline()  # type: ignore[union-attr]
+    assert proc.stdout is not None and proc.stderr is not None  # both are PIPEs
+    line = proc.stdout.readline()
     elapsed = time.perf_counter() - start
     proc.wait(timeout=30)
     if not line.startswith("painted"):
-        raise SystemExit(f"{mode}: no first paint ({proc.stderr.read()[-2000:]})")  # type: ignore[union-attr]
+        raise SystemExit(f"{mode}: no first paint ({proc.stderr.read()[-2000:]})")
     return elapsed, int(line.split()[1])
 
 

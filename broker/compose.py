@@ -158,15 +158,16 @@ def build_engine(
     opener: Callable[[str], bool] | None = None,
 ) -> Engine:
     """An engine with its own transport; the caller closes `engine.transport`."""
-    from .driver.engine import Engine
+    from .driver.browser import open_browser
+    from .driver.engine import DEFAULT_FLOW_TIMEOUT, Engine
     from .driver.transport import Transport
 
-    extra: dict[str, object] = {}
-    if flow_timeout is not None:
-        extra["flow_timeout"] = flow_timeout
-    if opener is not None:
-        extra["opener"] = opener
-    return Engine(store or build_store(setup), Transport(limits=setup.limits), **extra)  # type: ignore[arg-type]
+    return Engine(
+        store or build_store(setup),
+        Transport(limits=setup.limits),
+        opener=opener or open_browser,
+        flow_timeout=DEFAULT_FLOW_TIMEOUT if flow_timeout is None else flow_timeout,
+    )
 
 
 def build_service(

@@ -17,18 +17,19 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from PySide6.QtWidgets import QApplication, QMessageBox  # noqa: E402
+# Imports below need the platform chosen first (E402 on purpose).
+from PySide6.QtWidgets import QApplication, QMessageBox  # noqa: E402 - after QT_QPA_PLATFORM
 
-from broker.client.api_client import BrokerClient, ServiceError  # noqa: E402
-from broker.client.socketpath import default_socket_path  # noqa: E402
-from broker.driver.engine import Engine  # noqa: E402
-from broker.driver.transport import Transport  # noqa: E402
-from broker.service.service import BrokerService  # noqa: E402
-from broker.storage.keystore import FileKeyStore  # noqa: E402
-from broker.storage.paths import Paths  # noqa: E402
-from broker.storage.store import Store  # noqa: E402
+from broker.client.api_client import BrokerClient, ServiceError  # noqa: E402 - after QT_QPA_PLATFORM
+from broker.client.socketpath import default_socket_path  # noqa: E402 - after QT_QPA_PLATFORM
+from broker.driver.engine import Engine  # noqa: E402 - after QT_QPA_PLATFORM
+from broker.driver.transport import Transport  # noqa: E402 - after QT_QPA_PLATFORM
+from broker.service.service import BrokerService  # noqa: E402 - after QT_QPA_PLATFORM
+from broker.storage.keystore import FileKeyStore  # noqa: E402 - after QT_QPA_PLATFORM
+from broker.storage.paths import Paths  # noqa: E402 - after QT_QPA_PLATFORM
+from broker.storage.store import Store  # noqa: E402 - after QT_QPA_PLATFORM
 
-from .servers.fixtures import BROWSER_SCRIPT  # noqa: E402
+from .servers.fixtures import BROWSER_SCRIPT  # noqa: E402 - after QT_QPA_PLATFORM
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -174,7 +174,7 @@ def test_markup_from_a_server_is_shown_literally(qtbot, qapp):
     from ui.add_dialog import AddDialog
     from ui.details import DetailsPane
 
-    pane = DetailsPane(bridge=None)  # type: ignore[arg-type]
+    pane = DetailsPane(bridge=None)  # type: ignore[arg-type]  # the pane only draws here; no service
     qtbot.addWidget(pane)
     pane.name = "demo"
     view = {
@@ -202,7 +202,7 @@ def test_markup_from_a_server_is_shown_literally(qtbot, qapp):
     assert "x<!--" in pane.audit.item(0).text()
 
     # The add dialog shows what discovery found the same way.
-    dialog = AddDialog(bridge=None, existing=[])  # type: ignore[arg-type]
+    dialog = AddDialog(bridge=None, existing=[])  # type: ignore[arg-type]  # drawn only; no discovery runs
     qtbot.addWidget(dialog)
     for label in (dialog.issuer, dialog.offered, dialog.requested, dialog.method, dialog.discover_error):
         label.setText("<b>issuer</b>")

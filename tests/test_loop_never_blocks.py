@@ -77,7 +77,7 @@ class LockHolder:
         await self._say("lock")
         task = asyncio.ensure_future(operation)
         # No event to wait on (a worker thread opening a file); the loop stays free meanwhile.
-        while not task.done() and not _opened_by_us(self.path):  # noqa: ASYNC110
+        while not task.done() and not _opened_by_us(self.path):  # noqa: ASYNC110 - polled: no event to await
             await asyncio.sleep(0.01)
         waited = not task.done()
         await self._say("unlock")

@@ -55,10 +55,10 @@ def fork(body: Callable[[], None]) -> tuple[int, int]:
             os.close(r)
             body()
             code = 0
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - a forked child reports anything, then _exits
             try:
                 os.write(w, repr(exc).encode()[:2000])
-            except BaseException:
+            except BaseException:  # noqa: BLE001 - the pipe may be gone; the exit code still tells
                 pass
         finally:
             os._exit(code)

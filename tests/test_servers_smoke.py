@@ -63,7 +63,7 @@ class CallbackListener:
         listener = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server API
+            def do_GET(self) -> None:  # http.server's name
                 url = urllib.parse.urlsplit(self.path)
                 if url.path != "/callback":
                     self.send_error(404)

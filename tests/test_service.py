@@ -266,7 +266,7 @@ def _as_nobody(socket_path: str, result: list) -> None:
             except (ConnectionResetError, BrokenPipeError):
                 data = b""  # closed unread: the kernel resets
             os.write(w, b"closed" if not data else b"answered:" + data[:40])
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:  # noqa: BLE001 - the forked child reports anything to the parent
             os.write(w, f"error:{exc!r}".encode())
         os._exit(0)
     os.close(w)

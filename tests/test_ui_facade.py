@@ -136,7 +136,7 @@ def test_apply_settings_saves_off_the_loop_and_reschedules(service, monkeypatch)
             with pytest.raises(UsageError):
                 await service.apply_settings("deny", 59)
             with pytest.raises(UsageError):
-                await service.apply_settings("maybe", 600)  # type: ignore[arg-type]
+                await service.apply_settings("maybe", 600)  # type: ignore[arg-type]  # the bad value under test
             assert load_config(service.paths) == config  # a refused change writes nothing
         finally:
             await service.stop()

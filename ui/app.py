@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     from .icons import app_icon
     from .plaintext import warn
 
-    app = QApplication.instance() or QApplication([sys.argv[0]])
+    existing = QApplication.instance()
+    app = existing if isinstance(existing, QApplication) else QApplication([sys.argv[0]])
     app.setApplicationName("MCP Token Broker")
     app.setDesktopFileName("mcp-token-broker")
     app.setWindowIcon(app_icon())
@@ -131,6 +132,6 @@ def main(argv: list[str] | None = None) -> int:
     bridge.failed.connect(failed)
     if not (args.minimized and getattr(window, "tray", None) is not None):
         window.show()
-    app.aboutToQuit.connect(runner.stop)  # type: ignore[attr-defined]
+    app.aboutToQuit.connect(runner.stop)
     code = app.exec()
     return exit_code or code

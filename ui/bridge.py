@@ -83,7 +83,7 @@ class ServiceRunner:
             for callback in self._subscribers:
                 self.service.events.subscribe(callback)
             await self.service.start()
-        except BaseException as exc:  # reported to the GUI thread by start()
+        except BaseException as exc:  # noqa: BLE001 - reported to the GUI thread by start()
             self.error = exc
             self._started.set()
             if self._on_started is not None:

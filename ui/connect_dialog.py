@@ -127,7 +127,7 @@ class ConnectDialog(QDialog):
         self.bridge.flowProgress.disconnect(self._progress)
         self.bridge.flowFinished.disconnect(self._finished)
 
-    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+    def closeEvent(self, event: Any) -> None:  # Qt's name
         if self.finished_ok is None:
             self.cancel()
         super().closeEvent(event)

@@ -96,10 +96,15 @@ class DetailsPane(QWidget):
         layout.addLayout(buttons)
         layout.addStretch(1)
 
-        self.connect_button.clicked.connect(lambda: self.name and self.connectRequested.emit(self.name))
-        self.disconnect_button.clicked.connect(lambda: self.name and self.disconnectRequested.emit(self.name))
-        self.remove_button.clicked.connect(lambda: self.name and self.removeRequested.emit(self.name))
+        self.connect_button.clicked.connect(lambda: self._emit_for_shown(self.connectRequested))
+        self.disconnect_button.clicked.connect(lambda: self._emit_for_shown(self.disconnectRequested))
+        self.remove_button.clicked.connect(lambda: self._emit_for_shown(self.removeRequested))
         self._set_enabled(False)
+
+    def _emit_for_shown(self, signal: Any) -> None:
+        """A button's request, for the connection the pane shows (if any)."""
+        if self.name:
+            signal.emit(self.name)
 
     def _set_enabled(self, on: bool) -> None:
         for b in (self.connect_button, self.disconnect_button, self.remove_button, self.copy_button):

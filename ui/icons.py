@@ -23,7 +23,7 @@ STATUS_ICONS = {
 def resource_path(name: str) -> str:
     # A plain directory in both the checkout and an installed wheel, so the
     # package's own path serves (importlib.resources costs start-up time).
-    import mcp_token_broker_resources
+    import mcp_token_broker_resources  # type: ignore[import-not-found]  # resources/, mapped by setuptools
 
     return os.path.join(os.path.dirname(mcp_token_broker_resources.__file__), name)
 

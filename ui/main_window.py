@@ -406,9 +406,9 @@ class MainWindow(QMainWindow):
         self.close()
         from PySide6.QtWidgets import QApplication
 
-        QApplication.instance().quit()  # type: ignore[union-attr]
+        QApplication.quit()
 
-    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
+    def closeEvent(self, event: QCloseEvent) -> None:  # Qt's name
         if not self.quitting and self.tray is not None and self.tray.icon.isVisible():
             # Keep serving from the tray.
             event.ignore()
@@ -424,4 +424,4 @@ class MainWindow(QMainWindow):
         if not self.quitting:
             from PySide6.QtWidgets import QApplication
 
-            QApplication.instance().quit()  # type: ignore[union-attr]
+            QApplication.quit()

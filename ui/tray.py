@@ -70,7 +70,8 @@ class Tray(QObject):
 
     def _summary(self) -> tuple[tuple[str, DisplayStatus], ...]:
         now = time.time()
-        return tuple((name, display_status(self.model.row(name), now)) for name in self.model.names())  # type: ignore[arg-type]
+        rows = (self.model.row(name) for name in self.model.names())
+        return tuple((row.name, display_status(row, now)) for row in rows if row is not None)
 
     def rebuild(self) -> None:
         summary = self._summary()

@@ -25,7 +25,7 @@ from .. import __version__
 from ..timeleft import time_left
 
 if TYPE_CHECKING:
-    from ..driver.engine import Engine, FlowEvent
+    from ..driver.engine import ConnectMode, Engine, FlowEvent
 
 __all__ = ["main", "build_parser"]
 
@@ -180,7 +180,12 @@ def _read_line_in_thread() -> asyncio.Future[str]:
 
     def run() -> None:
         line = sys.stdin.readline()
-        loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(line))
+
+        def deliver() -> None:
+            if not fut.done():
+                fut.set_result(line)
+
+        loop.call_soon_threadsafe(deliver)
 
     threading.Thread(target=run, name="read-paste", daemon=True).start()
     return fut
@@ -336,7 +341,7 @@ def _paste_in_background(service: Any, flow_id: str) -> None:
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
-    mode = "paste" if args.paste else "no-browser" if args.no_browser else "browser"
+    mode: ConnectMode = "paste" if args.paste else "no-browser" if args.no_browser else "browser"
 
     def on_event(event: FlowEvent) -> None:
         if event.stage == "waiting_for_browser":
@@ -558,7 +563,6 @@ def cmd_gui(args: argparse.Namespace) -> int:
     if args.policy:
         gui_args += ["--policy", args.policy]
     os.execve(sys.executable, [sys.executable, "-m", "ui", *gui_args], env)
-    return 0  # not reached
 
 
 def cmd_audit(args: argparse.Namespace) -> int:

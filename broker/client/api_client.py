@@ -19,10 +19,14 @@ Every error is a `broker.errors.BrokerError`: `ServiceUnavailable`, or a
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from ..errors import ServiceError, ServiceUnavailable
 from .socketpath import socket_location
 from .wire import BadAnswer, Unavailable, exchange
+
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["BrokerClient", "ServiceError", "ServiceUnavailable", "quote"]
 
@@ -39,7 +43,7 @@ class BrokerClient:
 
     # -- transport ------------------------------------------------------------
 
-    def request(self, method: str, path: str, body: object = None, *, timeout: float | None = None) -> dict:
+    def request(self, method: str, path: str, body: object = None, *, timeout: float | None = None) -> dict[str, Any]:
         """Send one request; return the decoded JSON body or raise."""
         payload = None if body is None else json.dumps(body).encode()
         try:
@@ -61,7 +65,7 @@ class BrokerClient:
 
     # -- API --------------------------------------------------------------------
 
-    def health(self) -> dict:
+    def health(self) -> dict[str, Any]:
         return self.request("GET", "/v1/health", timeout=min(self.timeout, 5.0))
 
     def is_running(self) -> bool:
@@ -70,18 +74,19 @@ class BrokerClient:
         except (ServiceUnavailable, ServiceError, OSError):
             return False
 
-    def connections(self) -> list[dict]:
-        return self.request("GET", "/v1/connections")["connections"]
+    def connections(self) -> list[dict[str, Any]]:
+        connections: list[dict[str, Any]] = self.request("GET", "/v1/connections")["connections"]
+        return connections
 
-    def connection(self, name: str) -> dict:
+    def connection(self, name: str) -> dict[str, Any]:
         return self.request("GET", f"/v1/connections/{quote(name, safe='')}")
 
-    def token(self, name: str, *, min_ttl: int | None = None) -> dict:
+    def token(self, name: str, *, min_ttl: int | None = None) -> dict[str, Any]:
         """`{"access_token", "token_type", "expires_at", "scope"}`."""
         query = f"?min_ttl={int(min_ttl)}" if min_ttl is not None else ""
         return self.request("GET", f"/v1/connections/{quote(name, safe='')}/token{query}")
 
-    def report_rejected(self, name: str, token: str) -> dict:
+    def report_rejected(self, name: str, token: str) -> dict[str, Any]:
         """Tell the broker a server answered 401 to `token` (only its hash is
         sent). If it is still the current token the broker refreshes once:
         `{"refreshed": true, "expires_at"}`; else `{"refreshed": false, "reason"}`."""
@@ -99,7 +104,7 @@ def quote(value: str, safe: str = "") -> str:
     return "".join(chr(b) if b in _SAFE else f"%{b:02X}" for b in value.encode())
 
 
-def _decode(status: int, body: bytes) -> dict:
+def _decode(status: int, body: bytes) -> dict[str, Any]:
     try:
         doc = json.loads(body) if body else {}
     except ValueError:

@@ -138,8 +138,8 @@ def _open_with_portal(page: Path) -> bool:
     ):
         return False
     try:
-        from jeepney import DBusAddress, MessageType, new_method_call  # type: ignore[import-untyped]
-        from jeepney.io.blocking import open_dbus_connection  # type: ignore[import-untyped]
+        from jeepney import DBusAddress, MessageType, new_method_call
+        from jeepney.io.blocking import open_dbus_connection
     except ImportError:
         return False
     portal = DBusAddress(
@@ -156,4 +156,4 @@ def _open_with_portal(page: Path) -> bool:
         return False
     finally:
         os.close(fd)
-    return reply.header.message_type == MessageType.method_return
+    return bool(reply.header.message_type == MessageType.method_return)

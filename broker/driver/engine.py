@@ -23,9 +23,9 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from ..errors import (
     BrokerError,
@@ -76,14 +76,20 @@ T = TypeVar("T")
 DEFAULT_FLOW_TIMEOUT = 300.0
 
 
-def _for_server(server_url_of: Callable[..., str | Awaitable[str]]) -> Callable[[Any], Any]:
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+#: An async Engine method.
+_Method = Callable[Concatenate["Engine", _P], Coroutine[Any, Any, _R]]
+
+
+def _for_server(server_url_of: Callable[..., str | Awaitable[str]]) -> Callable[[_Method[_P, _R]], _Method[_P, _R]]:
     """Run an Engine method inside `Transport.for_server` for its connection's
     MCP server, so every request it makes obeys that server's endpoint policy
     (`broker.oauth.netpolicy`)."""
 
-    def wrap(method: Any) -> Any:
+    def wrap(method: _Method[_P, _R]) -> _Method[_P, _R]:
         @functools.wraps(method)
-        async def run(self: Engine, *args: Any, **kwargs: Any) -> Any:
+        async def run(self: Engine, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
             url = server_url_of(self, *args, **kwargs)
             if inspect.isawaitable(url):
                 url = await url

@@ -134,7 +134,7 @@ class LoopbackListener:
         self._validate = validate
         try:
             async with asyncio.timeout(timeout):
-                return await self._future  # type: ignore[return-value]
+                return await self._future  # type: ignore[return-value]  # it holds what `validate` returned: a T
         except TimeoutError:
             raise FlowTimeout(f"no answer from the browser within {timeout:g} s") from None
         finally:

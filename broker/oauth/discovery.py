@@ -264,13 +264,18 @@ def auth_server_metadata_urls(issuer: str) -> list[tuple[str, Literal["oauth", "
     ]
 
 
-def _endpoint(doc: dict[str, Any], key: str, required: bool) -> str | None:
+def _endpoint(doc: dict[str, Any], key: str) -> str | None:
     value = doc.get(key)
     if value is None:
-        if required:
-            raise DiscoveryError(f"the authorization server metadata has no `{key}`")
         return None
     return check_endpoint_url(value, f"`{key}` in the authorization server metadata")
+
+
+def _required_endpoint(doc: dict[str, Any], key: str) -> str:
+    value = _endpoint(doc, key)
+    if value is None:
+        raise DiscoveryError(f"the authorization server metadata has no `{key}`")
+    return value
 
 
 def parse_auth_server_metadata(
@@ -300,10 +305,10 @@ def parse_auth_server_metadata(
         raise DiscoveryError(f"the authorization server {issuer} does not offer the authorization code flow")
     return AuthServerMetadata(
         issuer=issuer,
-        authorization_endpoint=_endpoint(doc, "authorization_endpoint", True),  # type: ignore[arg-type]
-        token_endpoint=_endpoint(doc, "token_endpoint", True),  # type: ignore[arg-type]
-        registration_endpoint=_endpoint(doc, "registration_endpoint", False),
-        revocation_endpoint=_endpoint(doc, "revocation_endpoint", False),
+        authorization_endpoint=_required_endpoint(doc, "authorization_endpoint"),
+        token_endpoint=_required_endpoint(doc, "token_endpoint"),
+        registration_endpoint=_endpoint(doc, "registration_endpoint"),
+        revocation_endpoint=_endpoint(doc, "revocation_endpoint"),
         scopes_supported=_str_list(doc, "scopes_supported", what),
         code_challenge_methods_supported=methods,
         token_endpoint_auth_methods_supported=_str_list(doc, "token_endpoint_auth_methods_supported", what),

@@ -44,7 +44,8 @@ class ClientRegistration:
     registration_client_uri: str | None = None
 
     def expired(self, now: float) -> bool:
-        return bool(self.client_secret_expires_at) and now >= self.client_secret_expires_at  # type: ignore[operator]
+        expires = self.client_secret_expires_at  # 0 or None: the secret never expires (RFC 7591)
+        return expires is not None and expires != 0 and now >= expires
 
     def to_json(self) -> dict[str, Any]:
         return {

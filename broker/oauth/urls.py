@@ -57,7 +57,7 @@ def check_endpoint_url(url: object, what: str) -> str:
     credentials or fragments.
     """
     parts = _split(url)
-    if parts is None:
+    if parts is None or not isinstance(url, str):
         raise UnsafeEndpoint(f"{what} is not a valid URL")
     scheme = parts.scheme.lower()
     if scheme not in ("https", "http"):
@@ -70,7 +70,7 @@ def check_endpoint_url(url: object, what: str) -> str:
         raise UnsafeEndpoint(f"{what} carries credentials in the URL")
     if parts.fragment:
         raise UnsafeEndpoint(f"{what} has a fragment")
-    return url  # type: ignore[return-value]
+    return url
 
 
 def canonical_server_url(url: str) -> str:

@@ -390,9 +390,7 @@ class ApiServer:
             content_type = "application/json"
         # One write (one syscall) for head, body and end.
         writer.write(
-            conn.send(_response(status, len(data), content_type))  # type: ignore[operator]
-            + conn.send(h11.Data(data=data))
-            + conn.send(_END)
+            conn.send(_response(status, len(data), content_type)) + conn.send(h11.Data(data=data)) + conn.send(_END)
         )
         if writer.transport.get_write_buffer_size():
             await writer.drain()

@@ -59,7 +59,8 @@ class AuditLog:
                 return
         except OSError:
             return
-        os.close(self._fd)  # type: ignore[arg-type]
+        if self._fd is not None:
+            os.close(self._fd)
         self._fd = None
         os.replace(self.path, self.path.with_name(self.path.name + ".1"))
 

@@ -7,7 +7,7 @@ Callbacks run synchronously on the service's loop and must not block.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +41,7 @@ class ConnectionChanged(Event):
     """Added, connected, disconnected or otherwise changed; `view` is the public shape."""
 
     name: str
-    view: dict[str, Any]
+    view: Mapping[str, Any]
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,8 @@ def notify_desktop(summary: str, body: str) -> None:
     if not os.environ.get("DBUS_SESSION_BUS_ADDRESS"):
         return
     try:
-        from jeepney import DBusAddress, new_method_call  # type: ignore[import-untyped]
-        from jeepney.io.blocking import open_dbus_connection  # type: ignore[import-untyped]
+        from jeepney import DBusAddress, new_method_call
+        from jeepney.io.blocking import open_dbus_connection
     except ImportError:
         return
 

@@ -61,8 +61,9 @@ def is_fresh(obtained_at: float, expires_at: float, now: float) -> bool:
 
 def backoff_delay(failures: int, rng: random.Random | None = None) -> float:
     """Exponential backoff after `failures` consecutive failures, capped, with jitter."""
-    delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, failures - 1))
-    return delay * (rng or random).uniform(0.75, 1.0)
+    delay = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** max(0, failures - 1))
+    uniform = rng.uniform if rng is not None else random.uniform
+    return delay * uniform(0.75, 1.0)
 
 
 class Scheduler:

@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .. import __version__
 from ..driver.engine import ConnectMode, Engine, FlowEvent
@@ -67,7 +67,7 @@ from ..errors import (
     UsageError,
     VaultLocked,
 )
-from ..model import ConnectionSettings, ConnectionState, check_binding, orphan_view, public_view
+from ..model import ConnectionSettings, ConnectionState, ConnectionView, check_binding, orphan_view, public_view
 from ..oauth.tokens import TokenSet
 from ..secret import Secret
 from ..storage.atomic import file_lock, off_loop
@@ -91,7 +91,7 @@ from .events import (
     TokenRefreshed,
     TokenServed,
 )
-from .grants import DECISIONS, POLICIES, ApprovalRequest, Grants, Policy, new_code
+from .grants import DECISIONS, POLICIES, ApprovalRequest, Decision, Grants, Policy, new_code
 from .identity import ClientIdentity
 from .notify import notify_desktop
 from .procfs import ancestors
@@ -385,13 +385,13 @@ class BrokerService:
         """The vault record of `name` if it has no settings (see `broker.storage.store`)."""
         return self._states.get(name) if name not in self._settings else None
 
-    def view(self, name: str) -> dict[str, Any]:
+    def view(self, name: str) -> ConnectionView | dict[str, Any]:
         orphan = self._orphan(name)
         if orphan is not None:
             return orphan_view(name, orphan, self.clock())
         return public_view(self._require(name), self._states.get(name), self.clock())
 
-    def views(self) -> list[dict[str, Any]]:
+    def views(self) -> list[ConnectionView]:
         now = self.clock()
         return [public_view(s, self._states.get(n), now) for n, s in sorted(self._settings.items())]
 
@@ -409,8 +409,9 @@ class BrokerService:
         tokens = state.tokens if state else None
         when: float | None = None
         if not (
-            tokens is None
-            or state.reauth_required  # type: ignore[union-attr]
+            state is None
+            or tokens is None
+            or state.reauth_required
             or tokens.refresh_token is None
             or tokens.expires_at is None
         ):
@@ -873,7 +874,7 @@ class BrokerService:
             else:
                 refusal = f"wrong code; {request.tries_left} tries left"
         else:
-            request.answer(decision, by=answerer.describe(), by_pid=answerer.app_pid or answerer.pid)  # type: ignore[arg-type]
+            request.answer(cast(Decision, decision), by=answerer.describe(), by_pid=answerer.app_pid or answerer.pid)
             return
         self.audit.record(
             connection=request.connection,

@@ -12,9 +12,12 @@ import logging
 import os
 import stat
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import KeyFileError, KeyringUnavailable
+
+if TYPE_CHECKING:
+    from keyring.backend import KeyringBackend
 
 __all__ = ["KeyStore", "KeyringKeyStore", "FileKeyStore", "KEY_FILE_ENV", "NO_KEYRING_HELP", "SECRET_STORES"]
 
@@ -66,7 +69,7 @@ class KeyringKeyStore:
 
     def get(self, vault_id: str) -> bytes | None:
         try:
-            value = self._backend.get_password(SERVICE, self._username(vault_id))  # type: ignore[attr-defined]
+            value = self._backend.get_password(SERVICE, self._username(vault_id))
         except self._errors.KeyringError as exc:
             raise KeyringUnavailable(
                 f"the OS keyring did not answer ({type(exc).__name__}). {NO_KEYRING_HELP}"
@@ -80,9 +83,7 @@ class KeyringKeyStore:
 
     def put(self, vault_id: str, key: bytes) -> None:
         try:
-            self._backend.set_password(  # type: ignore[attr-defined]
-                SERVICE, self._username(vault_id), base64.b64encode(key).decode()
-            )
+            self._backend.set_password(SERVICE, self._username(vault_id), base64.b64encode(key).decode())
         except self._errors.KeyringError as exc:
             raise KeyringUnavailable(
                 f"the OS keyring refused to store the vault key ({type(exc).__name__}). {NO_KEYRING_HELP}"
@@ -113,10 +114,11 @@ def _is_secret_store(backend: object) -> bool:
     return usable and any(module == m or module.startswith(m + ".") for m in SECRET_STORES)
 
 
-def _secret_store(backend: object) -> object:
+def _secret_store(backend: object) -> KeyringBackend:
     """`backend` itself if it is a real secret store; for keyring's chainer, its
     highest-priority member that is one (the chainer would otherwise read
     from, and fall back to writing into, every member, plaintext ones too)."""
+    from keyring.backend import KeyringBackend
     from keyring.backends.chainer import ChainerBackend
 
     module = type(backend).__module__
@@ -124,13 +126,13 @@ def _secret_store(backend: object) -> object:
         raise KeyringUnavailable(f"no OS keyring is available to hold the vault key. {NO_KEYRING_HELP}")
     if isinstance(backend, ChainerBackend):
         members = list(getattr(backend, "backends", ()))
-        real = [m for m in members if _is_secret_store(m)]
+        real = [m for m in members if isinstance(m, KeyringBackend) and _is_secret_store(m)]
         if real:
             return real[0]
         if not members:
             raise KeyringUnavailable(f"no OS keyring is available to hold the vault key. {NO_KEYRING_HELP}")
         backend = members[0]
-    if not _is_secret_store(backend):
+    if not isinstance(backend, KeyringBackend) or not _is_secret_store(backend):
         raise KeyringUnavailable(
             f"no OS keyring is available to hold the vault key (the keyring backend {_backend_name(backend)} "
             f"is not an OS secret store and may keep it in a plain file). {NO_KEYRING_HELP}"

@@ -102,7 +102,8 @@ class Vault:
             schema = doc["schema"]
         if not isinstance(doc.get("vault_id"), str) or not isinstance(doc.get("records"), dict):
             raise self._corrupt("lacks its id or records")
-        return doc
+        checked: dict[str, Any] = doc
+        return checked
 
     def _cipher(self, doc: dict[str, Any]) -> AESGCM:
         vault_id = doc["vault_id"]

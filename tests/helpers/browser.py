@@ -108,7 +108,7 @@ def is_app_callback(url: str, as_host_port: tuple[str, int]) -> bool:
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     """Make urllib hand 3xx responses back (as HTTPError) instead of following."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D102
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
         return None
 
 
