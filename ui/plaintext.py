@@ -10,8 +10,6 @@ untrusted text, the untrusted part is escaped.
 
 from __future__ import annotations
 
-import html
-
 from PySide6.QtCore import Qt
 from PySide6.QtGui import Qt as QtGui
 from PySide6.QtWidgets import QLabel, QMessageBox, QWidget
@@ -28,7 +26,9 @@ def plain_label(text: str = "", parent: QWidget | None = None) -> QLabel:
 
 def escape(text: str) -> str:
     """For the untrusted parts of a label that is rich text on purpose."""
-    return html.escape(text, quote=False)
+    # What html.escape(text, quote=False) does, without importing `html`:
+    # its entity table costs ~2 ms before the window's first paint.
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def plain_tip(text: str) -> str:
