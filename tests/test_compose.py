@@ -19,12 +19,11 @@ from pathlib import Path
 import pytest
 
 from broker.client.api_client import BrokerClient, ServiceError
-from broker.model import ConnectionSettings, ConnectionState
-from broker.oauth.tokens import TokenSet
-from broker.secret import Secret
 from broker.storage.keystore import FileKeyStore
 from broker.storage.paths import Paths
 from broker.storage.store import Store
+
+from .helpers.seed import seed_connection
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before the tests import PySide6 (through ui)
 
@@ -51,18 +50,7 @@ def settings(user_dirs, tmp_path, monkeypatch):
     }
     now = int(time.time())
     store = Store(Paths.default(), lambda: FileKeyStore(key_file))
-    with store.transaction() as txn:
-        txn.settings["demo"] = ConnectionSettings(name="demo", server_url="https://mcp.example.com/mcp", added_at=now)
-        txn.states["demo"] = ConnectionState(
-            tokens=TokenSet(
-                access_token=Secret("a" * 40),
-                token_type="Bearer",
-                expires_at=now + LIFETIME,
-                scope=("mcp:read",),
-                refresh_token=Secret("r" * 40),
-                obtained_at=now,
-            )
-        )
+    seed_connection(store, now=now, lifetime=LIFETIME)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env

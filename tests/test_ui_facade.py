@@ -14,9 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.model import ConnectionSettings, ConnectionState, public_view
-from broker.oauth.tokens import TokenSet
-from broker.secret import Secret
+from broker.model import ConnectionSettings, public_view
 from broker.service.service import BrokerService
 from broker.status import Status
 from broker.storage.config import load_config
@@ -24,6 +22,7 @@ from broker.storage.keystore import FileKeyStore
 from broker.storage.paths import Paths
 from broker.storage.store import Store
 
+from .helpers.seed import seed_connection
 from .test_compose import LIFETIME
 
 UI = Path(__file__).resolve().parent.parent / "ui"
@@ -86,18 +85,7 @@ def service(user_dirs, tmp_path):
     paths = Paths.default()
     store = Store(paths, lambda: FileKeyStore(tmp_path / "vault.key"))
     now = 1_900_000_000
-    with store.transaction() as txn:
-        txn.settings["demo"] = ConnectionSettings(name="demo", server_url="https://mcp.example.com/mcp", added_at=now)
-        txn.states["demo"] = ConnectionState(
-            tokens=TokenSet(
-                access_token=Secret("a" * 40),
-                token_type="Bearer",
-                expires_at=now + LIFETIME,
-                scope=("mcp:read",),
-                refresh_token=Secret("r" * 40),
-                obtained_at=now,
-            )
-        )
+    seed_connection(store, now=now, lifetime=LIFETIME)
     from broker.driver.engine import Engine
     from broker.driver.transport import Transport
 
