@@ -35,7 +35,7 @@ def pins() -> dict[str, tuple[str, str | None, int]]:
 def declared() -> list[Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     reqs = list(project["dependencies"])
-    for extra in ("gui", "test"):
+    for extra in ("gui", "test", "build"):
         reqs += project["optional-dependencies"][extra]
     return [Requirement(r) for r in reqs]
 
