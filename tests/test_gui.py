@@ -264,6 +264,19 @@ def test_filter_and_tray_menu(qtbot, gui):
     assert "linear: Re-authorization required" in tray.icon.toolTip()
 
 
+def test_help_about_shows_the_version(qtbot, gui, monkeypatch):
+    from broker import __version__
+
+    _, _, window = gui
+    shown = []
+    monkeypatch.setattr(QMessageBox, "about", lambda parent, title, text: shown.append((title, text)))
+    help_menu = next(a.menu() for a in window.menuBar().actions() if a.text() == "&Help")
+    assert window.about_action in help_menu.actions()
+    window.about_action.trigger()
+    assert shown == [("About MCP Token Broker", window.about_text())]
+    assert f"MCP Token Broker {__version__}" in shown[0][1]
+
+
 def test_second_launch_raises_the_window(qtbot, gui):
     _, bridge, window = gui
     window.hide()

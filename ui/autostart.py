@@ -38,6 +38,8 @@ def desktop_entry(command: list[str]) -> str:
 
 
 def _command() -> list[str]:
+    if getattr(sys, "frozen", False):  # the installer's bundle: one executable (packaging/entry.py)
+        return [sys.executable, "gui", "--minimized"]
     return [sys.executable, "-m", "ui", "--minimized"]
 
 

@@ -218,6 +218,19 @@ class MainWindow(QMainWindow):
             menu.addAction(action)
         menu.addSeparator()
         menu.addAction(self.quit_action)
+        self.about_action = self._action("&About MCP Token Broker", None, "The version and the project", self.about)
+        self.menuBar().addMenu("&Help").addAction(self.about_action)
+
+    def about_text(self) -> str:
+        from broker import __version__
+
+        return (
+            f"<b>MCP Token Broker {__version__}</b><br>"
+            "Holds, refreshes and hands out the OAuth tokens of your remote MCP servers."
+        )
+
+    def about(self) -> None:
+        QMessageBox.about(self, "About MCP Token Broker", self.about_text())
 
     def reload(self) -> None:
         if not self.bridge.is_ready:

@@ -562,6 +562,10 @@ def cmd_gui(args: argparse.Namespace) -> int:
     gui_args = ["--minimized"] if args.minimized else []
     if args.policy:
         gui_args += ["--policy", args.policy]
+    if getattr(sys, "frozen", False):
+        # The installer's bundle is one executable: its entry (packaging/entry.py)
+        # runs the app in process for `gui`, so exec it with that first.
+        os.execve(sys.executable, [sys.executable, "gui", *gui_args], env)
     os.execve(sys.executable, [sys.executable, "-m", "ui", *gui_args], env)
 
 
