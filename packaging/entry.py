@@ -14,6 +14,12 @@ import sys
 def main() -> int:
     args = sys.argv[1:]
     if args[:1] == ["gui"]:
+        if getattr(sys, "frozen", False):
+            # What PyInstaller's PySide6 runtime hook would do at every start
+            # (the spec drops it: it costs `token` 45 ms): Qt's plugins.
+            import os
+
+            os.environ["QT_PLUGIN_PATH"] = os.path.join(sys._MEIPASS, "PySide6", "Qt", "plugins")  # type: ignore[attr-defined]
         from ui.app import main as gui_main
 
         return gui_main(args[1:])
