@@ -19,7 +19,7 @@ def main() -> int:
             # (the spec drops it: it costs `token` 45 ms): Qt's plugins.
             import os
 
-            os.environ["QT_PLUGIN_PATH"] = os.path.join(sys._MEIPASS, "PySide6", "Qt", "plugins")  # type: ignore[attr-defined]
+            os.environ["QT_PLUGIN_PATH"] = os.path.join(sys._MEIPASS, "PySide6", "Qt", "plugins")  # type: ignore[attr-defined]  # set by PyInstaller
         from ui.app import main as gui_main
 
         return gui_main(args[1:])
