@@ -47,10 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(also MCP_TOKEN_BROKER_KEY_FILE); less safe, for machines without a Secret Service",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log protocol steps to stderr (never secrets)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", help="what to do (COMMAND --help for more)")
     sub.required = True
 
-    p = sub.add_parser("add", help="add an MCP server and show what discovery found")
+    p = _command(sub, "add", "add an MCP server and show what discovery found")
     p.add_argument("name", help="a short name: a-z, 0-9, '.', '_', '-'")
     p.add_argument("url", help="the MCP server URL, e.g. https://mcp.example.com/mcp")
     p.add_argument("--scope", action="append", default=[], metavar="S", help="a scope to request (repeatable)")
@@ -69,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave out the RFC 8707 resource parameter, for servers that reject it",
     )
 
-    p = sub.add_parser("connect", help="log in through the browser and store the tokens")
-    p.add_argument("name")
+    p = _command(sub, "connect", "log in through the browser and store the tokens")
+    p.add_argument("name", help=NAME_HELP)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--no-browser", action="store_true", help="print the login URL instead of opening a browser")
     mode.add_argument(
@@ -78,41 +78,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS", help="give up after this long (300)")
 
-    p = sub.add_parser("list", help="list connections with status, scopes and expiry")
+    p = _command(sub, "list", "list connections with status, scopes and expiry")
     p.add_argument("--json", action="store_true", help='print {"connections": [...]}')
 
-    p = sub.add_parser("show", help="show one connection in full (never a secret)")
-    p.add_argument("name")
-    p.add_argument("--json", action="store_true")
+    p = _command(sub, "show", "show one connection in full (never a secret)")
+    p.add_argument("name", help=NAME_HELP)
+    p.add_argument("--json", action="store_true", help="print the connection as one JSON object")
 
-    p = sub.add_parser("token", help="print a current access token, refreshing it first if needed")
-    p.add_argument("name")
+    p = _command(sub, "token", "print a current access token (refreshed first if needed)")
+    p.add_argument("name", help=NAME_HELP)
     p.add_argument(
         "--min-ttl", type=int, default=None, metavar="SECONDS", help="refresh first if the token expires sooner"
     )
 
-    p = sub.add_parser("disconnect", help="revoke the tokens at the server and forget them")
-    p.add_argument("name")
+    p = _command(sub, "disconnect", "revoke the tokens at the server and forget them")
+    p.add_argument("name", help=NAME_HELP)
 
-    p = sub.add_parser("remove", help="forget a connection (revoking its tokens first)")
-    p.add_argument("name")
+    p = _command(sub, "remove", "forget a connection (revoking its tokens first)")
+    p.add_argument("name", help=NAME_HELP)
 
-    p = sub.add_parser("headers", help='print {"Authorization": "Bearer ..."} (for Claude Code\'s headersHelper)')
-    p.add_argument("name")
-    p.add_argument("--min-ttl", type=int, default=None, metavar="SECONDS")
-
-    p = sub.add_parser(
-        "proxy", help="a stdio MCP server forwarding to the connection's server (for stdio-only clients)"
+    p = _command(sub, "headers", "print the Authorization header as JSON (headersHelper)")
+    p.add_argument("name", help=NAME_HELP)
+    p.add_argument(
+        "--min-ttl", type=int, default=None, metavar="SECONDS", help="refresh first if the token expires sooner"
     )
-    p.add_argument("name")
 
-    p = sub.add_parser("gui", help="open the desktop app (runs the service inside it)")
+    p = _command(sub, "proxy", "serve a connection to stdio-only MCP clients")
+    p.add_argument("name", help=NAME_HELP)
+
+    p = _command(sub, "gui", "open the desktop app (runs the service inside it)")
     # Declared here, not passed through as a REMAINDER: argparse hands options
     # that lead a REMAINDER to the parent parser, which refuses them.
     p.add_argument("--minimized", action="store_true", help="start in the tray (as at login)")
     p.add_argument("--policy", choices=("ask", "allow", "deny"), help="override the client policy for this run")
 
-    p = sub.add_parser("serve", help="run the broker service in the foreground (headless)")
+    p = _command(sub, "serve", "run the broker service in the foreground (headless)")
     p.add_argument(
         "--policy",
         choices=("ask", "allow", "deny"),
@@ -121,27 +121,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--approval-timeout", type=float, default=60.0, metavar="SECONDS", help="how long `ask` waits (60)")
 
-    p = sub.add_parser("audit", help="show who got which token, and who was refused")
+    p = _command(sub, "audit", "show who got which token, and who was refused")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--connection", metavar="NAME", help="only this connection")
     p.add_argument("--limit", type=int, default=50, metavar="N", help="the last N entries (50; 0 for all)")
 
-    p = sub.add_parser("grants", help="list or revoke which clients may have which tokens")
-    p.add_argument("--json", action="store_true")
-    gsub = p.add_subparsers(dest="grants_command", metavar="ACTION")
-    r = gsub.add_parser("revoke", help="revoke a grant by its id")
-    r.add_argument("grant_id")
+    p = _command(sub, "grants", "list or revoke which clients may have which tokens")
+    p.add_argument("--json", action="store_true", help='print {"grants": [...]}')
+    gsub = p.add_subparsers(dest="grants_command", metavar="ACTION", help="what to do (default: list the grants)")
+    r = _command(gsub, "revoke", "revoke a grant by its id")
+    r.add_argument("grant_id", help="the grant's id, as `grants` lists it")
 
-    p = sub.add_parser("approvals", help="list token requests waiting for your decision (policy ask)")
-    p.add_argument("--json", action="store_true")
-    p = sub.add_parser(
-        "approve", help="answer a waiting token request with the one-time code `serve` showed (asked for if not given)"
+    p = _command(sub, "approvals", "list token requests waiting for a decision (policy ask)")
+    p.add_argument("--json", action="store_true", help='print {"approvals": [...]}')
+    p = _command(sub, "approve", "answer a waiting token request with its one-time code")
+    p.add_argument("approval_id", help="the request's id, as `approvals` lists it")
+    p.add_argument(
+        "decision",
+        choices=("allow_session", "allow_always", "deny_session", "deny_always"),
+        help="allow or deny, until the broker stops (session) or for good (always)",
     )
-    p.add_argument("approval_id")
-    p.add_argument("decision", choices=("allow_session", "allow_always", "deny_session", "deny_always"))
     p.add_argument(
         "--code", metavar="CODE", help="the code from the serve terminal or notification (else read from the terminal)"
     )
+    return parser
+
+
+NAME_HELP = "the connection's name (as `list` shows it)"
+
+
+def _command(sub: Any, name: str, summary: str) -> argparse.ArgumentParser:
+    """A subcommand whose one-line summary is both its line in `--help` and
+    the description atop its own `--help`."""
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=summary, description=summary)
     return parser
 
 
