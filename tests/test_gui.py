@@ -375,3 +375,133 @@ def test_name_clash_and_confirmations(qtbot, gui, stack, monkeypatch):
     assert asked == ["Disconnect once?", "Remove once?"]
     qtbot.wait(300)
     assert row_status(window, "once") == "connected"
+
+
+# -- issue 10: the main window ------------------------------------------------------------
+
+DEMO_VIEWS = [
+    {
+        "name": "github",
+        "server_url": "https://api.githubcopilot.com/mcp/",
+        "status": "connected",
+        "scopes": ["repo", "read:org"],
+        "expires_at": 2**40,
+    },
+    {
+        "name": "internal-docs",
+        "server_url": "https://mcp.internal.example.com/a/rather/long/path/to/the/mcp/endpoint",
+        "status": "reauth_required",
+        "scopes": ["read_content"],
+        "expires_at": None,
+    },
+]
+
+
+def seeded_gui(request, user_dirs, tmp_path, name="demo"):
+    """The `gui` fixture over a store that already holds one connected `name`."""
+    import time
+
+    from .helpers.seed import seed_connection
+
+    seed_connection(
+        Store(Paths.default(), lambda: FileKeyStore(tmp_path / "vault.key")),
+        now=int(time.time()),
+        lifetime=3600,
+        name=name,
+    )
+    return request.getfixturevalue("gui")
+
+
+def test_every_column_fits_beside_details_at_the_default_size(qtbot, gui):
+    from PySide6.QtWidgets import QHeaderView
+
+    from ui.model import EXPIRES, LAST, SERVER, STATUS
+
+    _, _, window = gui
+    window.model.set_views(DEMO_VIEWS)
+    qtbot.waitUntil(lambda: window.stack.currentWidget() is window.table)
+    header = window.table.horizontalHeader()
+    assert header.sectionResizeMode(SERVER) == QHeaderView.ResizeMode.Stretch
+    assert window.table.textElideMode() == window.table.textElideMode().ElideMiddle
+    for col in (STATUS, EXPIRES, LAST):
+        assert header.sectionResizeMode(col) == QHeaderView.ResizeMode.ResizeToContents
+    assert window.details_dock.isVisible() and not window.details_dock.isFloating()
+    assert window.dockWidgetArea(window.details_dock) == window.dockWidgetArea(window.details_dock).RightDockWidgetArea
+    viewport = window.table.viewport().width()
+    for col in range(window.model.columnCount()):
+        right = header.sectionViewportPosition(col) + header.sectionSize(col)
+        assert header.sectionViewportPosition(col) >= 0 and right <= viewport, (col, right, viewport)
+    assert window.table.horizontalScrollBar().maximum() == 0
+    minimum = window.minimumSize()
+    assert 600 <= minimum.width() < window.width() and 400 <= minimum.height() < window.height()
+
+
+def test_a_single_connection_is_selected_at_start_and_details_follow_live(qtbot, request, user_dirs, tmp_path):
+    _, bridge, window = seeded_gui(request, user_dirs, tmp_path)
+    qtbot.waitUntil(lambda: window.selected_name() == "demo", timeout=5000)
+    qtbot.waitUntil(lambda: window.details.issuer.text() != "" and window.details.view is not None, timeout=5000)
+    assert window.details.title.text() == "demo"
+    assert window.details.audit.item(0).text() == "No client has asked for this token yet."
+    # A hand-out shows in Recent activity without selecting the row again.
+    assert BrokerClient().token("demo")["token_type"] == "Bearer"
+    qtbot.waitUntil(lambda: "served" in window.details.audit.item(0).text(), timeout=5000)
+    # The filter hides the selected row: Details clears completely.
+    qtbot.keyClicks(window.filter, "nothing matches this")
+    assert window.proxy.rowCount() == 0
+    assert window.details.name is None and window.details.view is None
+    assert window.details.title.text() == "Select a connection"
+    assert window.details.audit.count() == 0
+    for label in (window.details.issuer, window.details.granted, window.details.expiry, window.details.registration):
+        assert label.text() == "—"
+    assert not window.details.connect_button.isEnabled() and not window.connect_action.isEnabled()
+
+
+def test_a_just_added_connection_is_selected(qtbot, gui, stack):
+    _, mcp = stack
+    _, _, window = gui
+    window.model.set_views(DEMO_VIEWS)
+    window.select("github")
+    dialog = add_via_dialog(qtbot, window, "fresh", mcp.url)
+    dialog.connect_now.setChecked(False)
+    dialog.add_button.click()
+    qtbot.waitUntil(lambda: window.selected_name() == "fresh", timeout=10000)
+    qtbot.waitUntil(lambda: window.details.view is not None and window.details.view["name"] == "fresh", timeout=5000)
+    assert window.details.title.text() == "fresh"
+
+
+def test_empty_state_and_status_line_read_like_english(qtbot, gui):
+    _, bridge, window = gui
+    qtbot.waitUntil(lambda: window.status_label.text().startswith("No connections yet"), timeout=5000)
+    assert window.status_label.text().startswith(f"No connections yet · serving on {bridge.service.socket_path}")
+    assert window.stack.currentWidget() is window.empty
+    assert window.empty_headline.text() == "Add your first MCP server"
+    assert window.empty_add.isVisible() and window.empty_add.text().startswith("&Add")
+    assert not window.details_dock.isVisible()  # not a pane of dashes
+
+
+def test_status_line_counts_one_connection(qtbot, request, user_dirs, tmp_path):
+    _, bridge, window = seeded_gui(request, user_dirs, tmp_path)
+    qtbot.waitUntil(lambda: window.status_label.text().startswith("Serving 1 connection on"), timeout=5000)
+    assert window.details_dock.isVisible()
+
+
+def test_toolbar_and_details_agree_by_state(qtbot, request, user_dirs, tmp_path, monkeypatch):
+    _, bridge, window = seeded_gui(request, user_dirs, tmp_path)
+    details = window.details
+    qtbot.waitUntil(lambda: window.model.rowCount() == 1, timeout=5000)
+    window.select("demo")
+    qtbot.waitUntil(lambda: details.view is not None, timeout=5000)
+    assert window.connect_action.text() == details.connect_button.text() == "Re&connect"
+    assert window.disconnect_action.isEnabled() and details.disconnect_button.isEnabled()
+    window.disconnect_connection("demo", confirm=False)
+    qtbot.waitUntil(lambda: row_status(window, "demo") == "not_connected", timeout=10000)
+    qtbot.waitUntil(lambda: details.view is not None and details.view["status"] == "not_connected", timeout=5000)
+    assert window.connect_action.text() == details.connect_button.text() == "&Connect"
+    assert not window.disconnect_action.isEnabled() and not details.disconnect_button.isEnabled()
+    asked = []
+    monkeypatch.setattr(
+        QMessageBox, "question", lambda *a, **k: asked.append(a[2]) or QMessageBox.StandardButton.Cancel
+    )
+    window.disconnect_action.trigger()  # disabled: nothing to revoke, nothing asked
+    window.remove_action.trigger()
+    assert len(asked) == 1 and "revoke" not in asked[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QGuiApplication
 from PySide6.QtWidgets import (
     QFormLayout,
@@ -100,6 +100,11 @@ class DetailsPane(QWidget):
         self.disconnect_button.clicked.connect(lambda: self._emit_for_shown(self.disconnectRequested))
         self.remove_button.clicked.connect(lambda: self._emit_for_shown(self.removeRequested))
         self._set_enabled(False)
+        # Hand-outs can come many a second: reload at most every 300 ms.
+        self._soon = QTimer(self)
+        self._soon.setSingleShot(True)
+        self._soon.setInterval(300)
+        self._soon.timeout.connect(self.refresh)
 
     def _emit_for_shown(self, signal: Any) -> None:
         """A button's request, for the connection the pane shows (if any)."""
@@ -113,8 +118,7 @@ class DetailsPane(QWidget):
     def show_connection(self, name: str | None) -> None:
         self.name = name
         if name is None:
-            self.title.setText("Select a connection")
-            self._set_enabled(False)
+            self.clear()
             return
         self.title.setText(name)
 
@@ -123,8 +127,26 @@ class DetailsPane(QWidget):
 
         self.bridge.run(load, lambda result: self._loaded(name, *result), lambda exc: self._failed(name, exc))
 
+    def clear(self) -> None:
+        """Nothing selected: no stale values of the connection shown before."""
+        self.name = None
+        self.view = None
+        self._soon.stop()
+        self.title.setText("Select a connection")
+        for label in (self.issuer, self.requested, self.granted, self.expiry, self.refresh_token, self.registration):
+            label.setText("—")
+        self.checklist.set_items([])
+        self.audit.clear()
+        self.connect_button.setText("&Connect")
+        self._set_enabled(False)
+
     def refresh(self) -> None:
         self.show_connection(self.name)
+
+    def refresh_soon(self, name: str) -> None:
+        """`name` changed (a hand-out, a refresh): reload if it is the one shown."""
+        if name == self.name and not self._soon.isActive():
+            self._soon.start()
 
     def _failed(self, name: str, exc: BaseException) -> None:
         if name == self.name:

@@ -21,9 +21,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from broker.status import Status
+
 from .details import DetailsPane
 from .icons import app_icon
-from .model import NAME_ROLE, SORT_ROLE, ConnectionsModel
+from .model import EXPIRES, LAST, NAME, NAME_ROLE, SCOPES, SERVER, SORT_ROLE, STATUS, ConnectionsModel
 
 if TYPE_CHECKING:  # dialogs are imported when first opened: the window paints sooner
     from .approval import ApprovalDialog
@@ -44,7 +46,11 @@ class MainWindow(QMainWindow):
         self.dialogs: list[Any] = []
         self.setWindowTitle("MCP Token Broker")
         self.setWindowIcon(app_icon())
-        self.resize(1000, 560)
+        # Every column beside the Details pane at the default size; below the minimum nothing fits.
+        self.resize(1280, 720)
+        self.setMinimumSize(720, 460)
+        self._select_when_listed: str | None = None  # just added: select once the service lists it
+        self._details_hidden_while_empty = False
 
         self.model = model or ConnectionsModel(self)
         self.proxy = QSortFilterProxyModel(self)
@@ -69,17 +75,22 @@ class MainWindow(QMainWindow):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setAlternatingRowColors(True)
         self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        self.table.horizontalHeader().setStretchLastSection(True)
-        for col, width in enumerate((120, 250, 200, 120, 80)):
-            self.table.setColumnWidth(col, width)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # a URL's host and its end both matter
+        header = self.table.horizontalHeader()
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setSectionResizeMode(SERVER, QHeaderView.ResizeMode.Stretch)
+        for col in (STATUS, EXPIRES, LAST):
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        self.table.setColumnWidth(NAME, 130)
+        self.table.setColumnWidth(SCOPES, 150)
         self.table.setAccessibleName("Connections")
         self.table.doubleClicked.connect(self._open_details)
 
         self.empty = QWidget()
         empty_layout = QVBoxLayout(self.empty)
         empty_layout.addStretch(1)
-        headline = QLabel("No MCP servers connected yet")
+        headline = self.empty_headline = QLabel("Add your first MCP server")
         headline.setAlignment(Qt.AlignmentFlag.AlignCenter)
         headline.setStyleSheet("font-size: 18px; font-weight: 600;")
         explain = QLabel(
@@ -89,7 +100,7 @@ class MainWindow(QMainWindow):
         )
         explain.setAlignment(Qt.AlignmentFlag.AlignCenter)
         explain.setWordWrap(True)
-        self.empty_add = QPushButton("Add an MCP server…")
+        self.empty_add = QPushButton("&Add an MCP server…")
         self.empty_add.setToolTip("Paste a server URL and see how it authorizes clients")
         self.empty_add.clicked.connect(self.add_connection)
         empty_layout.addWidget(headline)
@@ -114,6 +125,7 @@ class MainWindow(QMainWindow):
             QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetClosable
         )
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.details_dock)
+        self.resizeDocks([self.details_dock], [380], Qt.Orientation.Horizontal)
         self.details.connectRequested.connect(self.connect_connection)
         self.details.disconnectRequested.connect(self.disconnect_connection)
         self.details.removeRequested.connect(self.remove_connection)
@@ -131,6 +143,10 @@ class MainWindow(QMainWindow):
         self.model.rowsInserted.connect(self._update_empty_state)
         self.model.rowsRemoved.connect(self._update_empty_state)
         self.table.selectionModel().selectionChanged.connect(self._selection_changed)
+        # The filter can hide the selected row without a selection change: look again.
+        for signal in (self.proxy.rowsRemoved, self.proxy.modelReset, self.proxy.layoutChanged):
+            signal.connect(self._selection_changed)
+        self.model.dataChanged.connect(self._update_actions)
 
         bridge.connectionChanged.connect(self._connection_changed)
         bridge.connectionRemoved.connect(self._connection_removed)
@@ -243,17 +259,34 @@ class MainWindow(QMainWindow):
 
     def _loaded(self, result: tuple[list[dict[str, Any]], dict[str, Any]]) -> None:
         views, health = result
+        selected = self.selected_name()
         self.model.set_views(views)
-        self.status_label.setText(
-            f"Serving {health['connections']} connection(s) on {self.bridge.service.socket_path}"
-            f" · policy: {health['policy']}"
-        )
+        if selected is None and self.model.rowCount() == 1:
+            selected = self.model.names()[0]  # the only one: show it
+        if selected is not None:
+            self.select(selected)
+        self.status_label.setText(self._status_text(health))
+
+    def _status_text(self, health: dict[str, Any]) -> str:
+        count = health["connections"]
+        where = f"on {self.bridge.service.socket_path} · policy: {health['policy']}"
+        if count == 0:
+            return f"No connections yet · serving {where}"
+        return f"Serving {count} connection{'' if count == 1 else 's'} {where}"
 
     # -- state ----------------------------------------------------------------------------
 
     def _update_empty_state(self, *args: Any) -> None:
-        self.stack.setCurrentWidget(self.table if self.model.rowCount() else self.empty)
-        self.filter.setVisible(self.model.rowCount() > 0)
+        empty = self.model.rowCount() == 0
+        self.stack.setCurrentWidget(self.empty if empty else self.table)
+        self.filter.setVisible(not empty)
+        # No connections: the window says what to do, not a pane of dashes.
+        if empty and not self.details_dock.isHidden():
+            self.details_dock.hide()
+            self._details_hidden_while_empty = True
+        elif not empty and self._details_hidden_while_empty:
+            self._details_hidden_while_empty = False
+            self.details_dock.show()
 
     def selected_name(self) -> str | None:
         rows = self.table.selectionModel().selectedRows()
@@ -268,9 +301,19 @@ class MainWindow(QMainWindow):
 
     def _selection_changed(self, *args: Any) -> None:
         name = self.selected_name()
-        for action in (self.connect_action, self.disconnect_action, self.remove_action):
-            action.setEnabled(name is not None)
-        self.details.show_connection(name)
+        self._update_actions()
+        if name is None or name != self.details.name:
+            self.details.show_connection(name)
+
+    def _update_actions(self, *args: Any) -> None:
+        """The toolbar says what Details says: Reconnect once connected; Disconnect only then."""
+        name = self.selected_name()
+        row = self.model.row(name) if name is not None else None
+        connected = row is not None and row.status != Status.NOT_CONNECTED
+        self.connect_action.setEnabled(row is not None)
+        self.remove_action.setEnabled(row is not None)
+        self.disconnect_action.setEnabled(connected)
+        self.connect_action.setText("Re&connect" if connected else "&Connect")
 
     def _with_selected(self, fn: Any) -> None:
         name = self.selected_name()
@@ -279,7 +322,11 @@ class MainWindow(QMainWindow):
 
     def _connection_changed(self, name: str, view: dict[str, Any]) -> None:
         self.model.upsert(name, view)
-        if name == self.selected_name():
+        if name == self._select_when_listed:
+            self._select_when_listed = None
+            self.filter.clear()  # a filter must not hide what was just added
+            self.select(name)
+        elif name == self.selected_name():
             self.details.refresh()
         self.reload_status()
 
@@ -289,28 +336,30 @@ class MainWindow(QMainWindow):
 
     def _refreshed(self, name: str, expires_at: Any) -> None:
         self.model.refreshed(name, expires_at)
+        self.details.refresh_soon(name)
         if self.tray is not None:
             self.tray.refreshed(name)
 
     def _refresh_failed(self, name: str, error: str, retry_at: Any) -> None:
         self.model.refresh_failed(name, error)
+        self.details.refresh_soon(name)
         if self.tray is not None:
             self.tray.notify_refresh_failed(name, error)
 
     def _reauth_required(self, name: str, reason: str) -> None:
         self.model.reauth_required(name)
+        self.details.refresh_soon(name)
         if self.tray is not None:
             self.tray.notify_reauth(name, reason)
 
     def _token_served(self, name: str, client: str, pid: Any) -> None:
         self.statusBar().showMessage(f"Gave {name}'s token to {client} (pid {pid})", 4000)
+        self.details.refresh_soon(name)  # Recent activity, live
 
     def reload_status(self) -> None:
         self.bridge.call(
             lambda s: s.health(),
-            lambda h: self.status_label.setText(
-                f"Serving {h['connections']} connection(s) on {self.bridge.service.socket_path} · policy: {h['policy']}"
-            ),
+            lambda h: self.status_label.setText(self._status_text(h)),
         )
 
     # -- actions ------------------------------------------------------------------------
@@ -325,6 +374,11 @@ class MainWindow(QMainWindow):
 
     def _added(self, name: str, connect_now: bool) -> None:
         self.statusBar().showMessage(f"Added {name}", 5000)
+        if self.model.row(name) is not None:
+            self.filter.clear()
+            self.select(name)
+        else:
+            self._select_when_listed = name
         if connect_now:
             self.connect_connection(name)
 
@@ -357,9 +411,10 @@ class MainWindow(QMainWindow):
         self.bridge.run(lambda s: s.disconnect(name), lambda r: self._after(f"Disconnected {name}", r), self._error)
 
     def remove_connection(self, name: str, *, confirm: bool = True) -> None:
-        if confirm and not self._confirm(
-            f"Remove {name}?", f"The broker revokes {name}'s tokens and forgets the connection and its settings."
-        ):
+        row = self.model.row(name)
+        holds_tokens = row is not None and row.status != Status.NOT_CONNECTED
+        revokes = f"The broker revokes {name}'s tokens and forgets" if holds_tokens else "The broker forgets"
+        if confirm and not self._confirm(f"Remove {name}?", f"{revokes} the connection and its settings."):
             return
         self.bridge.run(lambda s: s.remove(name), lambda r: self._after(f"Removed {name}", r), self._error)
 
