@@ -2,15 +2,17 @@
 
 Standard library only: the desktop app's table imports it before the first
 paint. The two styles differ on purpose. The CLI prints a coarse word
-("in 5m") that stays true for a while in a terminal or a log; the app's
-table repaints every second, so it counts down ("1h 05m", "4:59").
+("in 5 min") that stays true for a while in a terminal or a log, beside the
+local clock time (`expiry`); the app's table repaints every second, so it
+counts down ("1h 05m", "4:59").
 """
 
 from __future__ import annotations
 
+import time
 from typing import Literal
 
-__all__ = ["time_left"]
+__all__ = ["expiry", "time_left"]
 
 
 def time_left(expires_at: int | None, now: float, *, style: Literal["words", "clock"] = "words") -> str:
@@ -29,9 +31,22 @@ def time_left(expires_at: int | None, now: float, *, style: Literal["words", "cl
             return f"{hours}h {minutes:02d}m"
         return f"{minutes}:{seconds:02d}"
     if left < 120:
-        return f"in {left}s"
+        return f"in {left} s"
     if left < 7200:
-        return f"in {left // 60}m"
+        return f"in {left // 60} min"
     if left < 2 * 86400:
-        return f"in {left // 3600}h"
-    return f"in {left // 86400}d"
+        return f"in {left // 3600} h"
+    return f"in {left // 86400} days"
+
+
+def expiry(expires_at: int | None, now: float) -> str:
+    """For people at a terminal: "expires 14:32 (in 9 min)" in local time, the
+    date added when it is not today; "expired 14:32"; "no expiry"."""
+    if expires_at is None:
+        return "no expiry"
+    when = time.localtime(expires_at)
+    same_day = when[:3] == time.localtime(now)[:3]
+    clock = time.strftime("%H:%M" if same_day else "%Y-%m-%d %H:%M", when)
+    if expires_at <= now:
+        return f"expired {clock}"
+    return f"expires {clock} ({time_left(expires_at, now)})"

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import os
 import sys
 import threading
@@ -22,7 +23,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from ..timeleft import time_left
+from ..timeleft import expiry
 
 if TYPE_CHECKING:
     from ..driver.engine import ConnectMode, Engine, FlowEvent
@@ -299,6 +300,10 @@ def cmd_add(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The longest a single poll of a login flow waits on the service (seconds).
+POLL_WAIT = 20
+
+
 def _connect_via_service(service: Any, name: str, mode: str, on_event: Any, timeout: float) -> Any:
     """Start the login inside the service and follow its progress."""
     from ..client.api_client import quote
@@ -311,7 +316,10 @@ def _connect_via_service(service: Any, name: str, mode: str, on_event: Any, time
     pasting = False
     try:
         while True:
-            state = _call(service, "GET", f"/v1/flows/{flow_id}?after={after}&wait=20", timeout=40)
+            # Each long-poll ends by the deadline (whole seconds, the API's unit:
+            # at most a second late), so --timeout holds, not the poll's 20 s.
+            wait = min(POLL_WAIT, math.ceil(max(0.0, deadline - time.monotonic())))
+            state = _call(service, "GET", f"/v1/flows/{flow_id}?after={after}&wait={wait}", timeout=wait + 20)
             for event in state["events"]:
                 on_event(FlowEvent(event["stage"], event["message"], event.get("url")))
                 if mode == "paste" and event["stage"] == "waiting_for_browser" and not pasting:
@@ -320,7 +328,7 @@ def _connect_via_service(service: Any, name: str, mode: str, on_event: Any, time
             after = state["next"]
             if state["done"]:
                 break
-            if time.monotonic() > deadline:
+            if time.monotonic() >= deadline:
                 _call(service, "DELETE", f"/v1/flows/{flow_id}")
                 from ..errors import FlowTimeout
 
@@ -386,7 +394,7 @@ def cmd_connect(args: argparse.Namespace) -> int:
         view = asyncio.run(_with_engine(args, run, flow_timeout=args.timeout))
     print(
         f"Connected {view['name']}: scopes {' '.join(view['scopes']) or '(none)'}, "
-        f"expires {time_left(view['expires_at'], time.time())}"
+        f"{expiry(view['expires_at'], time.time())}"
     )
     return 0
 
@@ -407,13 +415,13 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"No connections yet. Add one with: {PROG} add NAME URL")
         return 0
     now = time.time()
-    table = [("NAME", "STATUS", "EXPIRES", "SCOPES", "SERVER")]
+    table = [("NAME", "STATUS", "TOKEN", "SCOPES", "SERVER")]
     for r in rows:
         table.append(
             (
                 r["name"],
-                r["status"],
-                time_left(r["expires_at"], now) if r["expires_at"] or r["status"] != "not_connected" else "-",
+                _status_words(r["status"]),
+                expiry(r["expires_at"], now) if r["expires_at"] or r["status"] != "not_connected" else "-",
                 " ".join(r["scopes"]) or "-",
                 r["server_url"],
             )
@@ -425,6 +433,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     for orphan in orphans:  # kept in the vault, never served; see broker.storage.store
         print(f"{orphan['name']}: {orphan['message']}")
     return 0
+
+
+#: A status as `list` and `show` print it; `--json` keeps the API's word.
+STATUS_WORDS = {
+    "not_connected": "not connected",
+    "connected": "connected",
+    "expired": "expired",
+    "reauth_required": "needs connect again",
+}
+
+
+def _status_words(status: str) -> str:
+    return STATUS_WORDS.get(status, status.replace("_", " "))
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -450,15 +471,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     lines = [
         ("name", view["name"]),
         ("server", view["server_url"]),
-        ("status", view["status"]),
+        ("status", _status_words(view["status"])),
         ("issuer", view["issuer"] or "-"),
         ("resource", view["resource"] if view["send_resource"] else f"{view['resource']} (not sent)"),
         ("requested scopes", " ".join(view["requested_scopes"]) or "-"),
         ("granted scopes", " ".join(view["scopes"]) or "-"),
-        (
-            "expires",
-            f"{view['expires_at']} ({time_left(view['expires_at'], now)})" if view["expires_at"] else "-",
-        ),
+        ("access token", expiry(view["expires_at"], now) if view["expires_at"] else "-"),
         ("refresh token", "yes" if view["has_refresh_token"] else "no"),
         ("registration", reg["method"] or "-"),
         ("client id", reg["client_id"] or "-"),
@@ -585,7 +603,17 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from ..service.audit import read_audit
     from ..storage.paths import Paths
 
-    entries = read_audit(Paths.default().state_dir / "audit.log", connection=args.connection, limit=args.limit or None)
+    paths = Paths.default()
+    entries = read_audit(paths.state_dir / "audit.log", connection=args.connection, limit=args.limit or None)
+    if args.connection and not entries:
+        from ..errors import UnknownConnection
+        from ..model import check_name
+        from ..storage.store import Store
+
+        check_name(args.connection)
+        # The log outlives a removed connection: only a name neither knows is a mistake.
+        if args.connection not in Store(paths, None).load_settings():
+            raise UnknownConnection(args.connection)
     if args.json:
         for entry in entries:
             print(json.dumps(entry))
