@@ -423,6 +423,7 @@ def test_every_column_fits_beside_details_at_the_default_size(qtbot, gui):
     header = window.table.horizontalHeader()
     assert header.sectionResizeMode(SERVER) == QHeaderView.ResizeMode.Stretch
     assert window.table.textElideMode() == window.table.textElideMode().ElideMiddle
+    assert not window.table.wordWrap()  # a long URL elides on one line, it does not wrap
     for col in (STATUS, EXPIRES, LAST):
         assert header.sectionResizeMode(col) == QHeaderView.ResizeMode.ResizeToContents
     assert window.details_dock.isVisible() and not window.details_dock.isFloating()
@@ -432,6 +433,15 @@ def test_every_column_fits_beside_details_at_the_default_size(qtbot, gui):
         right = header.sectionViewportPosition(col) + header.sectionSize(col)
         assert header.sectionViewportPosition(col) >= 0 and right <= viewport, (col, right, viewport)
     assert window.table.horizontalScrollBar().maximum() == 0
+    copy = window.details.copy_button  # "Copy client config" and its menu arrow are not clipped
+    assert copy.width() >= copy.sizeHint().width()
+    style, metric = copy.style(), copy.style().PixelMetric
+    needed = (
+        copy.fontMetrics().horizontalAdvance(copy.text().replace("&", ""))
+        + style.pixelMetric(metric.PM_MenuButtonIndicator, None, copy)
+        + 2 * style.pixelMetric(metric.PM_ButtonMargin, None, copy)
+    )
+    assert copy.width() >= needed, (copy.width(), needed)
     minimum = window.minimumSize()
     assert 600 <= minimum.width() < window.width() and 400 <= minimum.height() < window.height()
 

@@ -14,7 +14,6 @@ from PySide6.QtWidgets import (
     QListWidget,
     QMenu,
     QPushButton,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -77,10 +76,9 @@ class DetailsPane(QWidget):
         self.disconnect_button.setToolTip("Revoke the tokens at the server and forget them")
         self.remove_button = QPushButton("&Remove")
         self.remove_button.setToolTip("Disconnect and forget this connection")
-        self.copy_button = QToolButton()
-        self.copy_button.setText("Copy client &config")
+        # A push button with a menu keeps room for its arrow (a tool button drew it over the text).
+        self.copy_button = QPushButton("Copy client &config")
         self.copy_button.setToolTip("Copy a ready-to-paste snippet that makes an MCP client use this connection")
-        self.copy_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         menu = QMenu(self.copy_button)
         menu.aboutToShow.connect(self._fill_copy_menu)
         self.copy_button.setMenu(menu)

@@ -76,6 +76,7 @@ class MainWindow(QMainWindow):
         self.table.setAlternatingRowColors(True)
         self.table.verticalHeader().setVisible(False)
         self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # a URL's host and its end both matter
+        self.table.setWordWrap(False)  # one line a row: wrapping would split URLs instead of eliding them
         header = self.table.horizontalHeader()
         header.setStretchLastSection(False)
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
