@@ -6,7 +6,8 @@
 Starts its own Xvfb (unless DISPLAY is set), runs the real window with the
 real broker service on a throwaway registry holding several connections in
 different states, and saves PNGs of the main window, the add dialog, the
-approval dialog and the tray menu. Nothing here talks to a network: the demo
+approval dialog and the tray menu, then the main window and the empty state
+(every connection removed) at each of SIZES. Nothing here talks to a network: the demo
 tokens carry no refresh token, and discovery results are shown as the add
 dialog would show them.
 """
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+SIZES = ((1000, 600), (1280, 800), (1920, 1080))
 
 
 def _die_with_parent() -> None:
@@ -43,7 +45,7 @@ def start_xvfb() -> subprocess.Popen | None:
         if not Path(f"/tmp/.X11-unix/X{display}").exists():
             break
     proc = subprocess.Popen(
-        ["Xvfb", f":{display}", "-screen", "0", "1400x900x24", "-nolisten", "tcp"],
+        ["Xvfb", f":{display}", "-screen", "0", "2000x1200x24", "-nolisten", "tcp"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         preexec_fn=_die_with_parent,
@@ -172,8 +174,7 @@ def shoot(out: Path) -> int:
 
     args = argparse.Namespace(minimized=False, policy="ask")
     runner, bridge, window = build(args)
-    window.resize(1280, 600)
-    window.show()
+    window.show()  # at its default size
     while not bridge.is_ready:
         settle(0.1)
     settle(1.0)
@@ -182,6 +183,13 @@ def shoot(out: Path) -> int:
     window.select("github")
     settle(1.0)
     window.grab().save(str(out / "main-window.png"))
+    shots = ["main-window"]
+    for width, height in SIZES:
+        window.resize(width, height)
+        settle()
+        window.grab().save(str(out / f"main-window-{width}x{height}.png"))
+        shots.append(f"main-window-{width}x{height}")
+    window.resize(1280, 720)  # the default again, for the dialogs' parent
 
     # The add dialog, as it looks after discovery.
     window.add_action.trigger()
@@ -221,10 +229,24 @@ def shoot(out: Path) -> int:
     settle()
     tray.menu.grab().save(str(out / "tray-menu.png"))
     tray.menu.close()
+    shots += ["add-dialog", "approval-dialog", "tray-menu"]
+
+    # The empty state: every connection removed through the window, as a user would.
+    for name in window.model.names():
+        window.remove_connection(name, confirm=False)
+    while window.model.rowCount():
+        settle(0.1)
+    window.statusBar().clearMessage()  # "Removed …" belongs to the demo, not to the empty state
+    settle()
+    for width, height in SIZES:
+        window.resize(width, height)
+        settle()
+        window.grab().save(str(out / f"empty-{width}x{height}.png"))
+        shots.append(f"empty-{width}x{height}")
 
     window.quitting = True
     runner.stop()
-    for name in ("main-window", "add-dialog", "approval-dialog", "tray-menu"):
+    for name in shots:
         print(out / f"{name}.png")
     return 0
 
