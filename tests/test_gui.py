@@ -88,7 +88,7 @@ def add_via_dialog(qtbot, window, name, url):
     return dialog
 
 
-def test_add_connect_fetch_and_disconnect(qtbot, gui, stack):
+def test_add_connect_fetch_and_disconnect(qtbot, gui, stack, monkeypatch):
     oidc, mcp = stack
     runner, bridge, window = gui
     assert window.windowTitle() == "MCP Token Broker"
@@ -130,9 +130,13 @@ def test_add_connect_fetch_and_disconnect(qtbot, gui, stack):
     texts = [w.text() for w in window.details.findChildren(type(window.details.issuer))]
     assert not any(token in t for t in texts)
 
-    # Copy client config for Claude Code.
+    # Copy client config for Claude Code: the venv's bin is not on a client's
+    # PATH, so the snippet names the console script by its absolute path.
+    venv_bin = os.path.dirname(os.path.abspath(sys.executable))
+    monkeypatch.setenv("PATH", os.pathsep.join(d for d in ("/usr/bin", "/bin") if d != venv_bin))
     window.details.copy_snippet("claude-code")
-    assert '"headersHelper": "mcp-token-broker headers demo"' in QApplication.clipboard().text()
+    script = os.path.join(venv_bin, "mcp-token-broker")
+    assert f'"headersHelper": "{script} headers demo"' in QApplication.clipboard().text()
 
     window.disconnect_connection("demo", confirm=False)
     qtbot.waitUntil(lambda: row_status(window, "demo") == "not_connected", timeout=15000)

@@ -107,6 +107,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "proxy", "serve a connection to stdio-only MCP clients")
     p.add_argument("name", help=NAME_HELP)
 
+    from .snippets import CLIENTS
+
+    p = _command(sub, "config", "print the config that points an MCP client at the broker")
+    p.add_argument("name", help=NAME_HELP)
+    p.add_argument(
+        "--client",
+        choices=tuple(CLIENTS),
+        default="claude-code",
+        help="the MCP client to configure (claude-code)",
+    )
+
     p = _command(sub, "gui", "open the desktop app (runs the service inside it)")
     # Declared here, not passed through as a REMAINDER: argparse hands options
     # that lead a REMAINDER to the parent parser, which refuses them.
@@ -495,6 +506,21 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    from ..client.api_client import quote
+    from .snippets import snippet
+
+    service = _service()
+    if service is not None:
+        view = _call(service, "GET", f"/v1/connections/{quote(args.name)}")
+    else:
+        engine = _engine(args)
+        view = engine.show(args.name)
+        asyncio.run(engine.transport.aclose())
+    print(snippet(args.client, view["name"], view["server_url"]))
+    return 0
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     from ..client.fastpath import run
     from ..model import check_name
@@ -701,6 +727,7 @@ COMMANDS = {
     "headers": cmd_headers,
     "serve": cmd_serve,
     "proxy": cmd_proxy,
+    "config": cmd_config,
     "gui": cmd_gui,
     "audit": cmd_audit,
     "grants": cmd_grants,

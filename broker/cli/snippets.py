@@ -1,17 +1,25 @@
 """Ready-to-paste client configuration for a connection.
 
 Each snippet makes an MCP client take its token from the broker instead of
-running its own OAuth flow.
+running its own OAuth flow. The command it names must be one the client can
+start: clients run it with their own PATH, on which a checkout's `.venv/bin`
+is not, so a command PATH does not find is written as this install's
+absolute path.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import shutil
+import sys
 
 from ..client.socketpath import default_socket_path
 
-__all__ = ["CLIENTS", "snippet"]
+__all__ = ["CLIENTS", "PROG", "client_command", "snippet"]
+
+PROG = "mcp-token-broker"
 
 CLIENTS = {
     "claude-code": "Claude Code",
@@ -22,15 +30,27 @@ CLIENTS = {
 }
 
 
-def snippet(client: str, name: str, server_url: str, *, command: str = "mcp-token-broker") -> str:
-    """The text to paste for `client` (a key of CLIENTS)."""
+def client_command() -> str:
+    """The bare name when PATH finds it, else the running install's command:
+    the bundle's executable when frozen (packaging/entry.py), or the console
+    script beside this interpreter (a venv's bin, symlinks not followed)."""
+    if shutil.which(PROG):
+        return PROG
+    if getattr(sys, "frozen", False):
+        return os.path.abspath(sys.executable)
+    script = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), PROG)
+    return script if os.access(script, os.X_OK) else PROG
+
+
+def snippet(client: str, name: str, server_url: str, *, command: str | None = None) -> str:
+    """The text to paste for `client` (a key of CLIENTS); `command` defaults
+    to client_command()."""
+    if command is None:
+        command = client_command()
     if client == "claude-code":
         # Claude Code runs headersHelper before each connection and merges its JSON output.
-        doc = {
-            "mcpServers": {
-                name: {"type": "http", "url": server_url, "headersHelper": f"{command} headers {shlex.quote(name)}"}
-            }
-        }
+        helper = f"{shlex.quote(command)} headers {shlex.quote(name)}"
+        doc = {"mcpServers": {name: {"type": "http", "url": server_url, "headersHelper": helper}}}
         return json.dumps(doc, indent=2)
     # Clients that start stdio servers run the broker's proxy, which speaks
     # MCP on stdin/stdout and forwards to the remote server with a fresh token
