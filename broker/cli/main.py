@@ -86,23 +86,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help=NAME_HELP)
     p.add_argument("--json", action="store_true", help="print the connection as one JSON object")
 
-    p = _command(sub, "token", "print a current access token (refreshed first if needed)")
-    p.add_argument("name", help=NAME_HELP)
-    p.add_argument(
-        "--min-ttl", type=int, default=None, metavar="SECONDS", help="refresh first if the token expires sooner"
-    )
+    for command, summary in (
+        ("token", "print a current access token (refreshed first if needed)"),
+        ("headers", "print the Authorization header as JSON (headersHelper)"),
+    ):
+        p = _command(sub, command, summary)
+        p.add_argument("name", help=NAME_HELP)
+        p.add_argument(
+            "--min-ttl", type=int, default=None, metavar="SECONDS", help="refresh first if the token expires sooner"
+        )
 
     p = _command(sub, "disconnect", "revoke the tokens at the server and forget them")
     p.add_argument("name", help=NAME_HELP)
 
     p = _command(sub, "remove", "forget a connection (revoking its tokens first)")
     p.add_argument("name", help=NAME_HELP)
-
-    p = _command(sub, "headers", "print the Authorization header as JSON (headersHelper)")
-    p.add_argument("name", help=NAME_HELP)
-    p.add_argument(
-        "--min-ttl", type=int, default=None, metavar="SECONDS", help="refresh first if the token expires sooner"
-    )
 
     p = _command(sub, "proxy", "serve a connection to stdio-only MCP clients")
     p.add_argument("name", help=NAME_HELP)
