@@ -4,6 +4,10 @@
 from __future__ import annotations
 
 import datetime
+import json
+import os
+import subprocess
+import sys
 import time
 import zoneinfo
 
@@ -80,3 +84,39 @@ def test_audit_of_an_unknown_connection_says_so(cli, seeded):
     # A known connection with nothing logged yet is not an error.
     r = cli("audit", "--connection", "idle", env=env)
     assert r.returncode == 0 and "No token" in r.stdout
+
+
+def test_audit_folds_repeats_through_a_real_service_and_raw_keeps_every_line(cli, seeded):
+    """Twenty hand-outs to one client in one minute are one line with ×20
+    (issue 10, item 17); another client's hand-out keeps its own line;
+    `--raw` and `--json` keep every entry."""
+    env, _, _ = seeded
+    service = start_service(cli, env=env)
+    try:
+        for _ in range(20):  # this test process is the application behind each `token`
+            r = cli("token", "demo", env=env)
+            assert r.returncode == 0, r.stderr
+        other = [
+            sys.executable,
+            "-c",
+            f"import subprocess, sys; sys.exit(subprocess.call([{cli.exe!r}, 'token', 'demo']))",
+        ]
+        assert subprocess.run(other, env={**cli.env, **env}, capture_output=True).returncode == 0
+    finally:
+        assert service.stop() == 0, service.log
+    r = cli("audit", "--json", "--limit", "0", env=env)
+    raw = [json.loads(line) for line in r.stdout.splitlines()]
+    ours = [e for e in raw if e["pid"] == os.getpid()]
+    assert len(raw) == 21 and len(ours) == 20 and {e["outcome"] for e in raw} == {"served"}
+    minutes = {int(e["time"] // 60) for e in ours}  # twenty calls may straddle a minute: one line each
+
+    r = cli("audit", env=env)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    mine = [line for line in lines if f"(pid {os.getpid()}) got demo's token" in line]
+    counts = [int(line.rsplit("×", 1)[1]) if "×" in line else 1 for line in mine]
+    assert len(mine) == len(minutes) and sum(counts) == 20, r.stdout
+    assert len(lines) == len(mine) + 1 and "×" not in lines[-1], r.stdout  # the other client is not buried
+
+    r = cli("audit", "--raw", env=env)
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 21, r.stdout

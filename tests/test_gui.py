@@ -124,7 +124,8 @@ def test_add_connect_fetch_and_disconnect(qtbot, gui, stack, monkeypatch):
     qtbot.waitUntil(lambda: window.details.issuer.text() == oidc.issuer, timeout=5000)
     window.details.refresh()
     qtbot.waitUntil(
-        lambda: window.details.audit.count() > 0 and "served" in window.details.audit.item(0).text(), timeout=5000
+        lambda: window.details.audit.count() > 0 and "got demo's token" in window.details.audit.item(0).text(),
+        timeout=5000,
     )
     assert window.details.refresh_token.text().startswith("Yes")
     texts = [w.text() for w in window.details.findChildren(type(window.details.issuer))]
@@ -458,7 +459,7 @@ def test_a_single_connection_is_selected_at_start_and_details_follow_live(qtbot,
     assert window.details.audit.item(0).text() == "No client has asked for this token yet."
     # A hand-out shows in Recent activity without selecting the row again.
     assert BrokerClient().token("demo")["token_type"] == "Bearer"
-    qtbot.waitUntil(lambda: "served" in window.details.audit.item(0).text(), timeout=5000)
+    qtbot.waitUntil(lambda: "got demo's token" in window.details.audit.item(0).text(), timeout=5000)
     # The filter hides the selected row: Details clears completely.
     qtbot.keyClicks(window.filter, "nothing matches this")
     assert window.proxy.rowCount() == 0

@@ -121,7 +121,8 @@ class DetailsPane(QWidget):
         self.title.setText(name)
 
         async def load(service: BrokerService) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-            return await service.show(name), await service.recent_audit(name, limit=20)
+            # Enough entries that a busy proxy, folded to a line a minute, leaves room for the rest.
+            return await service.show(name), await service.recent_audit(name, limit=2000)
 
         self.bridge.run(load, lambda result: self._loaded(name, *result), lambda exc: self._failed(name, exc))
 
@@ -170,9 +171,11 @@ class DetailsPane(QWidget):
 
         self.checklist.set_items([CheckItem(**item) for item in view.get("security") or ()])
         self.audit.clear()
-        for entry in reversed(audit):
-            when = time.strftime("%H:%M:%S", time.localtime(entry.get("time", 0)))
-            self.audit.addItem(f"{when}  {entry.get('outcome')}  {entry.get('client')} (pid {entry.get('pid')})")
+        from broker.service.activity import describe, fold
+
+        # One line per client, outcome and minute, newest first ("... got demo's token ×42").
+        for item in reversed(fold(audit)[-20:]):
+            self.audit.addItem(f"{time.strftime('%H:%M:%S', time.localtime(item.last))}  {describe(item)}")
         if not audit:
             self.audit.addItem("No client has asked for this token yet.")
 

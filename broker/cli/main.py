@@ -132,9 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--approval-timeout", type=float, default=60.0, metavar="SECONDS", help="how long `ask` waits (60)")
 
     p = _command(sub, "audit", "show who got which token, and who was refused")
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--json", action="store_true", help="every entry, one JSON object per line (never folded)")
+    p.add_argument("--raw", action="store_true", help="every entry on its own line, repeats not folded")
     p.add_argument("--connection", metavar="NAME", help="only this connection")
-    p.add_argument("--limit", type=int, default=50, metavar="N", help="the last N entries (50; 0 for all)")
+    p.add_argument("--limit", type=int, default=50, metavar="N", help="the last N lines (50; 0 for all)")
 
     p = _command(sub, "grants", "list or revoke which clients may have which tokens")
     p.add_argument("--json", action="store_true", help='print {"grants": [...]}')
@@ -628,7 +629,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from ..storage.paths import Paths
 
     paths = Paths.default()
-    entries = read_audit(paths.state_dir / "audit.log", connection=args.connection, limit=args.limit or None)
+    raw = args.json or args.raw
+    # Folded lines are counted after folding: read every entry, then keep the last N lines.
+    limit = args.limit or None
+    entries = read_audit(paths.state_dir / "audit.log", connection=args.connection, limit=limit if raw else None)
     if args.connection and not entries:
         from ..errors import UnknownConnection
         from ..model import check_name
@@ -644,6 +648,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
         return 0
     if not entries:
         print("No token has been handed out or refused yet.")
+        return 0
+    if not raw:
+        from ..service.activity import describe, fold
+
+        # One line per client, connection, outcome and minute: a busy proxy does not bury the rest.
+        for item in fold(entries)[-limit if limit else 0 :]:
+            print(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(item.last))}  {describe(item)}")
         return 0
     for e in entries:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.get("time", 0)))
