@@ -8,6 +8,7 @@ RFC 8252 redirects: plain http to the loopback interface.
 from __future__ import annotations
 
 import ipaddress
+import re
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from ..errors import InvalidURL, UnsafeEndpoint
@@ -18,6 +19,8 @@ __all__ = [
     "canonical_server_url",
     "origin_of",
     "path_inserted",
+    "typed_server_url",
+    "suggest_name",
     "MAX_URL_LENGTH",
 ]
 
@@ -104,3 +107,56 @@ def path_inserted(url: str, well_known: str) -> str:
     parts = urlsplit(url)
     path = parts.path.rstrip("/")
     return urlunsplit((parts.scheme, parts.netloc, f"/.well-known/{well_known}{path}", "", ""))
+
+
+def typed_server_url(text: str) -> str:
+    """What a person meant by `text`: `host/path` without a scheme is https,
+    except on loopback (127.0.0.1, ::1, localhost), where servers run on plain
+    http. A scheme the person typed is kept, for `canonical_server_url` to judge."""
+    text = text.strip()
+    if not text or "://" in text:
+        return text
+    netloc = text.split("/", 1)[0].split("?", 1)[0]
+    host = netloc[1:].split("]", 1)[0] if netloc.startswith("[") else netloc.rsplit(":", 1)[0]
+    return f"{'http' if is_loopback_host(host) else 'https'}://{text}"
+
+
+#: Host labels that say nothing about which server it is.
+_GENERIC_LABELS = frozenset({"www", "mcp", "api", "com", "org", "net", "io", "app", "dev"})
+#: Path segments that say nothing either: versions and transport names.
+_GENERIC_SEGMENT = re.compile(r"(v\d+|api|sse|stream|streamable|http|messages?|)", re.IGNORECASE)
+
+
+def _name_safe(text: str) -> str:
+    cleaned = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "._-") else "-" for ch in text.lower())
+    return cleaned[:64].strip("-._")
+
+
+def suggest_name(url: str) -> str:
+    """A connection name for `url`, or "" when there is nothing to go on.
+
+    A host name gives its distinctive label (`mcp.example.com` -> `example`).
+    An IP address or localhost says nothing, so the last meaningful path
+    segment is used (`http://127.0.0.1:8123/mcp` -> `mcp`), else the port
+    (`localhost-8123`), never `127`."""
+    try:
+        parts = urlsplit(url.strip())
+        host = (parts.hostname or "").lower()
+        port = parts.port
+    except ValueError:
+        return ""
+    if not host:
+        return ""
+    try:
+        ipaddress.ip_address(host)
+        is_address = True
+    except ValueError:
+        is_address = host == "localhost"
+    if not is_address:
+        labels = [p for p in host.split(".") if p not in _GENERIC_LABELS]
+        return _name_safe(labels[0] if labels else host.split(".")[0])
+    for segment in reversed(parts.path.split("/")):
+        if not _GENERIC_SEGMENT.fullmatch(segment) and _name_safe(segment):
+            return _name_safe(segment)
+    base = "localhost" if is_loopback_host(host) else host.replace(".", "-").replace(":", "-")
+    return _name_safe(base if port is None else f"{base}-{port}")
