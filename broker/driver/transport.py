@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import errno
 import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -155,15 +157,20 @@ class Transport:
     async def send(self, request: HttpRequest) -> HttpResponse:
         # A pinned client checks the addresses it connects to; else check here.
         await self.check_url(request.url, f"the {request.purpose} URL", resolve=not self.pinned)
+        where = _where(request.url)
         try:
             async with asyncio.timeout(self.limits.deadline):
                 return await self._send(request)
         except TimeoutError:
-            raise NetworkError(f"{request.purpose} did not answer within {self.limits.deadline:g} s") from None
+            raise NetworkError(
+                f"{where} did not answer within {self.limits.deadline:g} s ({request.purpose})"
+            ) from None
+        except httpx.ConnectTimeout:
+            raise NetworkError(f"cannot reach {where}: connection timed out ({request.purpose})") from None
         except httpx.TimeoutException:
-            raise NetworkError(f"{request.purpose} timed out") from None
+            raise NetworkError(f"{where} stopped answering ({request.purpose})") from None
         except httpx.HTTPError as exc:
-            raise NetworkError(f"cannot reach the {request.purpose}: {type(exc).__name__}") from None
+            raise NetworkError(f"cannot reach {where}: {_reason(exc)} ({request.purpose})") from None
 
     async def _send(self, request: HttpRequest) -> HttpResponse:
         req = self._client.build_request(
@@ -186,3 +193,45 @@ class Transport:
         finally:
             await response.aclose()
         return HttpResponse(response.status_code, tuple(response.headers.multi_items()), b"".join(chunks))
+
+
+def _where(url: str) -> str:
+    """The host a person would recognise, with the port when the URL names one."""
+    parts = urlsplit(url)
+    host = parts.hostname or "the server"
+    return host if parts.port is None else f"{host}:{parts.port}"
+
+
+_ERRNO_REASONS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ECONNRESET: "connection reset",
+    errno.ECONNABORTED: "connection aborted",
+    errno.ENETUNREACH: "network unreachable",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ETIMEDOUT: "connection timed out",
+}
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a request failed, in words, from the exception chain: the user
+    gets "connection refused", never an exception class name."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, socket.gaierror):
+            if cause.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)):
+                return "no such host name"
+            return "the host name could not be looked up"
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"its certificate is not trusted ({cause.verify_message})"
+        if isinstance(cause, ssl.SSLError):
+            return "the secure connection (TLS) failed"
+        if isinstance(cause, OSError) and cause.errno in _ERRNO_REASONS:
+            return _ERRNO_REASONS[cause.errno]
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "the server broke off the exchange"
+    if isinstance(exc, httpx.ProxyError):
+        return "the HTTP proxy refused"
+    return "network error"
