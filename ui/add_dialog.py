@@ -1,11 +1,16 @@
-"""Add connection: paste a URL, see what discovery finds, then add it."""
+"""Add connection: paste a URL, see what discovery finds, then add it.
+
+Discovery starts by itself a moment after the URL stops changing (and at
+once with Discover or Enter); a line under the form says why Add is not
+available yet.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
-from urllib.parse import urlsplit
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QDialog,
@@ -24,26 +29,20 @@ from PySide6.QtWidgets import (
 from broker.errors import BrokerError, InvalidName, InvalidURL
 from broker.model import check_name
 from broker.oauth.checklist import security_check
-from broker.oauth.urls import canonical_server_url
+from broker.oauth.urls import canonical_server_url, suggest_name, typed_server_url
 
 from .bridge import Bridge
 from .checklist_view import ChecklistView
 
 __all__ = ["AddDialog"]
 
+log = logging.getLogger(__name__)
+
 _METHODS = {
     "preregistered": "Pre-registered client id (yours)",
     "metadata_document": "Client ID metadata document",
     "dynamic": "Dynamic client registration (RFC 7591), done for you",
 }
-
-
-def _suggest_name(url: str) -> str:
-    host = (urlsplit(url).hostname or "").lower()
-    parts = [p for p in host.split(".") if p not in ("www", "mcp", "api", "com", "org", "net", "io", "app", "dev")]
-    base = parts[0] if parts else host.split(".")[0] if host else ""
-    cleaned = "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in base)[:64]
-    return cleaned.strip("-._")
 
 
 def _error_label() -> QLabel:
@@ -56,15 +55,32 @@ def _error_label() -> QLabel:
     return label
 
 
+def _for_people(exc: BaseException) -> str:
+    """A BrokerError's sentence; anything else is a bug: logged, and not named to the user."""
+    if isinstance(exc, BrokerError):
+        return str(exc)
+    log.error("unexpected failure in the Add dialog", exc_info=exc)
+    return "something unexpected went wrong; see the log"
+
+
 class AddDialog(QDialog):
     #: Emitted with the connection name after it was added; `connect_now` tells whether to log in.
     added = Signal(str, bool)
 
-    def __init__(self, bridge: Bridge, existing: list[str], parent: QWidget | None = None) -> None:
+    def __init__(
+        self, bridge: Bridge, existing: list[str], parent: QWidget | None = None, *, debounce_ms: int = 600
+    ) -> None:
         super().__init__(parent)
         self.bridge = bridge
         self.existing = set(existing)
         self.discovered: dict[str, Any] | None = None
+        #: "idle" (no URL yet), "pending" (waiting for typing to pause), "discovering", "failed" or "done".
+        self.phase = "idle"
+        self._generation = 0  # answers to an older URL are dropped
+        self.debounce = QTimer(self)
+        self.debounce.setSingleShot(True)
+        self.debounce.setInterval(debounce_ms)
+        self.debounce.timeout.connect(self.discover)
         self.setWindowTitle("Add an MCP server")
         self.setMinimumWidth(560)
 
@@ -160,7 +176,13 @@ class AddDialog(QDialog):
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
         self.add_button = self.buttons.addButton("&Add", QDialogButtonBox.ButtonRole.AcceptRole)
         self.add_button.setEnabled(False)
-        self.add_button.setToolTip("Discover the server first")
+        self.add_reason = QLabel()
+        self.add_reason.setTextFormat(Qt.TextFormat.PlainText)
+        self.add_reason.setWordWrap(True)
+        self.add_reason.setAccessibleName("Why Add is not available")
+        footer = QHBoxLayout()
+        footer.addWidget(self.add_reason, 1)
+        footer.addWidget(self.buttons)
 
         layout = QVBoxLayout(self)
         layout.addLayout(form)
@@ -169,34 +191,83 @@ class AddDialog(QDialog):
         layout.addWidget(self.discover_error)
         layout.addWidget(self.results)
         layout.addWidget(self.connect_now)
-        layout.addWidget(self.buttons)
+        layout.addLayout(footer)
 
         self.discover_button.clicked.connect(self.discover)
         self.url.returnPressed.connect(self.discover)
         self.url.textEdited.connect(self._url_edited)
-        self.name.textEdited.connect(self._validate_name)
+        self.name.textEdited.connect(self._name_edited)
         self.buttons.rejected.connect(self.reject)
         self.add_button.clicked.connect(self.add)
         self._name_touched = False
         self.name.textEdited.connect(lambda _t: setattr(self, "_name_touched", True))
+        self._update_add()
 
     # -- validation -------------------------------------------------------------
 
     def _show(self, label: QLabel, text: str | None) -> None:
         label.setText(text or "")
         label.setVisible(bool(text))
+        if text:
+            self._fit()
+
+    def _fit(self) -> None:
+        """Grow to show what just appeared (an error line, the check rows);
+        Qt would otherwise squeeze it into the old height."""
+        layout = self.layout()
+        if layout is None:
+            return
+        layout.activate()
+        hint = self.sizeHint()
+        if self.height() < hint.height() or self.width() < hint.width():
+            self.resize(max(self.width(), hint.width()), max(self.height(), hint.height()))
+
+    def _update_add(self) -> None:
+        """Enable Add only when it can work, and otherwise say why in one line."""
+        name = self.name.text().strip()
+        if self.phase == "idle" or not self.url.text().strip():
+            reason = "Enter the server's URL."
+        elif self.url_error.isVisible():
+            reason = "Correct the server's URL."
+        elif self.phase in ("pending", "discovering"):
+            reason = "Checking…"
+        elif self.phase == "failed":
+            reason = "Discovery failed: correct the URL, or press Discover to try again."
+        elif not name:
+            reason = "Give the connection a name."
+        elif name in self.existing:
+            reason = "Name already used."
+        elif self.name_error.isVisible():
+            reason = "Choose a valid name."
+        else:
+            reason = ""
+        ready = self.phase == "done" and self.discovered is not None and not reason
+        self.add_button.setEnabled(ready)
+        self.add_button.setToolTip("Add this connection" if ready else reason)
+        self.add_reason.setText(reason)
+        self.add_reason.setVisible(bool(reason))
+        self._fit()
 
     def _url_edited(self, text: str) -> None:
         self.discovered = None
-        self.add_button.setEnabled(False)
+        self._generation += 1  # a discovery still running is for another URL now
+        self.discover_button.setEnabled(True)
+        self.status.setText("")
         self._show(self.url_error, None)
+        self._show(self.discover_error, None)
+        self.phase = "pending" if text.strip() else "idle"
         if not self._name_touched:
-            self.name.setText(_suggest_name(text.strip()))
+            self.name.setText(suggest_name(typed_server_url(text)))
             self._validate_name()
+        if text.strip():
+            self.debounce.start()  # restarts: discovery waits for a pause in typing
+        else:
+            self.debounce.stop()
+        self._update_add()
 
     def _validate_url(self) -> str | None:
         try:
-            url = canonical_server_url(self.url.text())
+            url = canonical_server_url(typed_server_url(self.url.text()))
         except InvalidURL as exc:
             self._show(self.url_error, str(exc))
             return None
@@ -216,6 +287,10 @@ class AddDialog(QDialog):
         self._show(self.name_error, None)
         return name
 
+    def _name_edited(self, *_: Any) -> None:
+        self._validate_name()
+        self._update_add()
+
     def _options(self) -> dict[str, Any]:
         advanced = self.advanced.isChecked()
         return {
@@ -229,37 +304,60 @@ class AddDialog(QDialog):
     # -- discovery ----------------------------------------------------------------
 
     def discover(self) -> None:
+        self.debounce.stop()  # pressed Discover (or Enter): no second run after the pause
+        if not self.url.text().strip():
+            self.phase = "idle"
+            self._update_add()
+            return
         url = self._validate_url()
         if url is None:
+            self.phase = "failed"
+            self._update_add()
             return
         options = self._options()
+        self._generation += 1
+        generation = self._generation
+        self.discovered = None
+        self.phase = "discovering"
         self.discover_button.setEnabled(False)
         self._show(self.discover_error, None)
         self.status.setText("Discovering…")
+        self._update_add()
 
         async def run(service: Any) -> Any:
             return await service.discover(url, scopes=options["scopes"], client_id=options["client_id"])
 
-        self.bridge.run(run, lambda d: self._discovered(url, options, d), self._discovery_failed)
+        def done(discovered: Any) -> None:
+            if generation == self._generation:
+                self._discovered(url, options, discovered)
+
+        def failed(exc: BaseException) -> None:
+            if generation == self._generation:
+                self._discovery_failed(exc)
+
+        self.bridge.run(run, done, failed)
 
     def _discovered(self, url: str, options: dict[str, Any], discovered: Any) -> None:
         self.discover_button.setEnabled(True)
         self.status.setText("")
+        self.phase = "done"
         self.discovered = {"url": url, "discovered": discovered}
         self.issuer.setText(discovered.issuer)
         self.offered.setText(" ".join(discovered.scopes_offered or ()) or "(not listed)")
         self.requested.setText(" ".join(discovered.scopes) or "(the server's default)")
         self.method.setText(_METHODS.get(discovered.registration_method, discovered.registration_method))
         self.checklist.set_items(security_check(discovered.auth_server, resource_sent=options["use_resource"]))
-        self.add_button.setEnabled(True)
-        self.add_button.setToolTip("Add this connection")
+        self._update_add()
         self.add_button.setDefault(True)
+        self._fit()
 
     def _discovery_failed(self, exc: BaseException) -> None:
         self.discover_button.setEnabled(True)
         self.status.setText("")
-        message = str(exc) if isinstance(exc, BrokerError) else f"Unexpected error: {type(exc).__name__}"
+        self.phase = "failed"
+        message = _for_people(exc)
         self._show(self.discover_error, f"Discovery failed: {message}")
+        self._update_add()
 
     # -- add ----------------------------------------------------------------------------
 
@@ -289,8 +387,9 @@ class AddDialog(QDialog):
             self.accept()
 
         def failed(exc: BaseException) -> None:
-            self.add_button.setEnabled(True)
             self.status.setText("")
-            self._show(self.discover_error, f"Could not add: {exc}")
+            message = _for_people(exc)
+            self._show(self.discover_error, f"Could not add: {message}")
+            self._update_add()
 
         self.bridge.run(run, done, failed)

@@ -33,6 +33,7 @@ class ChecklistView(QWidget):
     def set_items(self, items: list[CheckItem]) -> None:
         for label in self.labels:
             self._layout.removeWidget(label)
+            label.hide()  # at once: deleteLater waits for the event loop, and it would overlap the new rows
             label.deleteLater()
         self.labels = []
         for item in items:
@@ -42,4 +43,5 @@ class ChecklistView(QWidget):
             label.setToolTip(plain_tip(item.detail))  # details quote what the server sent
             label.setAccessibleName(f"{item.label}: {_WORD[item.verdict]}. {item.detail}")
             self._layout.addWidget(label)
+            label.show()  # now, not on Qt's queued show: the dialog sizes itself to the rows at once
             self.labels.append(label)
