@@ -214,6 +214,11 @@ def shoot(out: Path) -> int:
             chain=("mcp-token-broker headers", "sh"),
         )
 
+        id = "demo"
+
+        def seconds_left(self) -> float:  # the dialog counts down to the service's deadline
+            return 47.0
+
         def answer(self, decision: str) -> None:
             pass
 

@@ -18,6 +18,7 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 # Imports below need the platform chosen first (E402 on purpose).
+from PySide6.QtCore import Qt  # noqa: E402 - after QT_QPA_PLATFORM
 from PySide6.QtWidgets import QApplication, QMessageBox  # noqa: E402 - after QT_QPA_PLATFORM
 
 from broker.client.api_client import BrokerClient, ServiceError  # noqa: E402 - after QT_QPA_PLATFORM
@@ -75,6 +76,29 @@ def row_status(window, name):
     import time
 
     return None if row is None else display_status(row, time.time())
+
+
+def answer_next_box(qtbot, click):
+    """Wait for the next modal QMessageBox, record it, then press `click` (a button's text, or 'Escape')."""
+    from PySide6.QtCore import QTimer
+
+    seen: dict[str, object] = {}
+
+    def poll():
+        box = QApplication.activeModalWidget()
+        if not isinstance(box, QMessageBox):
+            QTimer.singleShot(10, poll)
+            return
+        seen["title"], seen["text"] = box.windowTitle(), box.text()
+        seen["buttons"] = sorted(b.text().replace("&", "") for b in box.buttons())
+        seen["default"] = box.defaultButton().text().replace("&", "") if box.defaultButton() else None
+        if click == "Escape":
+            qtbot.keyClick(box, Qt.Key.Key_Escape)
+        else:
+            next(b for b in box.buttons() if b.text().replace("&", "") == click).click()
+
+    QTimer.singleShot(0, poll)
+    return seen
 
 
 def add_via_dialog(qtbot, window, name, url):
@@ -370,14 +394,13 @@ def test_name_clash_and_confirmations(qtbot, gui, stack, monkeypatch):
     assert dialog.name_error.isVisible() and "already exists" in dialog.name_error.text()
     dialog.reject()
     # Disconnect and Remove ask first; saying no changes nothing.
-    asked = []
-    monkeypatch.setattr(
-        QMessageBox, "question", lambda *a, **k: asked.append(a[1]) or QMessageBox.StandardButton.Cancel
-    )
     window.select("once")
+    asked = answer_next_box(qtbot, "Cancel")
     window.disconnect_action.trigger()
+    assert asked["title"] == "Disconnect once?"
+    asked = answer_next_box(qtbot, "Cancel")
     window.remove_action.trigger()
-    assert asked == ["Disconnect once?", "Remove once?"]
+    assert asked["title"] == "Remove once?"
     qtbot.wait(300)
     assert row_status(window, "once") == "connected"
 
@@ -431,8 +454,8 @@ def test_every_column_fits_beside_details_at_the_default_size(qtbot, gui):
     assert not window.table.wordWrap()  # a long URL elides on one line, it does not wrap
     for col in (STATUS, EXPIRES, LAST):
         assert header.sectionResizeMode(col) == QHeaderView.ResizeMode.ResizeToContents
-    assert window.details_dock.isVisible() and not window.details_dock.isFloating()
-    assert window.dockWidgetArea(window.details_dock) == window.dockWidgetArea(window.details_dock).RightDockWidgetArea
+    assert window.details.isVisible()
+    assert window.splitter.orientation() == Qt.Orientation.Horizontal  # Details beside the table
     viewport = window.table.viewport().width()
     for col in range(window.model.columnCount()):
         right = header.sectionViewportPosition(col) + header.sectionSize(col)
@@ -491,13 +514,13 @@ def test_empty_state_and_status_line_read_like_english(qtbot, gui):
     assert window.stack.currentWidget() is window.empty
     assert window.empty_headline.text() == "Add your first MCP server"
     assert window.empty_add.isVisible() and window.empty_add.text().startswith("&Add")
-    assert not window.details_dock.isVisible()  # not a pane of dashes
+    assert not window.details.isVisible()  # not a pane of dashes
 
 
 def test_status_line_counts_one_connection(qtbot, request, user_dirs, tmp_path):
     _, bridge, window = seeded_gui(request, user_dirs, tmp_path)
     qtbot.waitUntil(lambda: window.status_label.text().startswith("Serving 1 connection on"), timeout=5000)
-    assert window.details_dock.isVisible()
+    assert window.details.isVisible()
 
 
 def test_toolbar_and_details_agree_by_state(qtbot, request, user_dirs, tmp_path, monkeypatch):
@@ -513,10 +536,8 @@ def test_toolbar_and_details_agree_by_state(qtbot, request, user_dirs, tmp_path,
     qtbot.waitUntil(lambda: details.view is not None and details.view["status"] == "not_connected", timeout=5000)
     assert window.connect_action.text() == details.connect_button.text() == "&Connect"
     assert not window.disconnect_action.isEnabled() and not details.disconnect_button.isEnabled()
-    asked = []
-    monkeypatch.setattr(
-        QMessageBox, "question", lambda *a, **k: asked.append(a[2]) or QMessageBox.StandardButton.Cancel
-    )
+    asked = answer_next_box(qtbot, "Cancel")
     window.disconnect_action.trigger()  # disabled: nothing to revoke, nothing asked
+    assert asked == {}
     window.remove_action.trigger()
-    assert len(asked) == 1 and "revoke" not in asked[0]
+    assert asked["title"] == "Remove demo?" and "revoke" not in asked["text"]

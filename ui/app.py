@@ -60,9 +60,12 @@ def build(
 
             return build_service(resolve(policy=args.policy, default_policy="ask"), ui=True)
 
+    from broker.storage.paths import Paths
+
     runner = ServiceRunner(make_service)
     bridge = Bridge(runner)
-    window = MainWindow(bridge)
+    # Where the rest of the config lives; the file is created on the first close.
+    window = MainWindow(bridge, settings_path=Paths.default().config_dir / "window.ini")
     bridge.start()  # the window paints while the service starts on its thread
     if Tray.available():
         tray = Tray(window.model, window)

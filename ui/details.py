@@ -9,18 +9,20 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QGuiApplication
 from PySide6.QtWidgets import (
     QFormLayout,
-    QHBoxLayout,
+    QFrame,
+    QGridLayout,
     QLabel,
     QListWidget,
     QMenu,
     QPushButton,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
 
 from .bridge import Bridge
 from .checklist_view import ChecklistView
-from .plaintext import plain_label
+from .elided import ElidedLabel
 
 if TYPE_CHECKING:
     from broker.service.service import BrokerService
@@ -28,11 +30,11 @@ if TYPE_CHECKING:
 __all__ = ["DetailsPane"]
 
 
-def _label(tip: str) -> QLabel:
-    label = plain_label("—")  # issuers, scopes, client ids: the server's words, shown as text
-    label.setWordWrap(True)
+def _label(tip: str, mode: Qt.TextElideMode = Qt.TextElideMode.ElideRight) -> ElidedLabel:
+    # Issuers, scopes, client ids: the server's words, shown as plain text on one line,
+    # elided (URLs in the middle) so the pane keeps its width; the full value is the tool tip.
+    label = ElidedLabel("—", mode=mode, tip=tip)
     label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-    label.setToolTip(tip)
     return label
 
 
@@ -48,15 +50,18 @@ class DetailsPane(QWidget):
         self.name: str | None = None
         self.view: dict[str, Any] | None = None
         self.setAccessibleName("Connection details")
-        self.title = plain_label("Select a connection")  # may quote an error
+        self.title = ElidedLabel("Select a connection")  # may quote an error
         self.title.setStyleSheet("font-size: 15px; font-weight: 600;")
-        self.issuer = _label("The authorization server that issues this connection's tokens")
+        middle = Qt.TextElideMode.ElideMiddle  # a URL's host and its end both matter
+        self.server = _label("The MCP server this connection's tokens are for", middle)
+        self.issuer = _label("The authorization server that issues this connection's tokens", middle)
         self.requested = _label("The scopes the broker asked for")
         self.granted = _label("The scopes the authorization server granted (may differ from the request)")
         self.expiry = _label("When the current access token expires")
         self.refresh_token = _label("Whether the broker holds a refresh token, so it can renew access without you")
-        self.registration = _label("How the broker is registered with the authorization server")
+        self.registration = _label("How the broker is registered with the authorization server", middle)
         form = QFormLayout()
+        form.addRow("Server:", self.server)
         form.addRow("Issuer:", self.issuer)
         form.addRow("Requested scopes:", self.requested)
         form.addRow("Granted scopes:", self.granted)
@@ -82,17 +87,29 @@ class DetailsPane(QWidget):
         menu = QMenu(self.copy_button)
         menu.aboutToShow.connect(self._fill_copy_menu)
         self.copy_button.setMenu(menu)
-        buttons = QHBoxLayout()
-        for b in (self.connect_button, self.disconnect_button, self.remove_button, self.copy_button):
-            buttons.addWidget(b)
+        # Two rows: "Copy client config" never shares a row it could be squeezed in.
+        buttons = QGridLayout()
+        for column, b in enumerate((self.connect_button, self.disconnect_button, self.remove_button)):
+            buttons.addWidget(b, 0, column)
+        buttons.addWidget(self.copy_button, 1, 0, 1, 3)
+
+        # The values scroll; the title and the buttons stay in view at any window size.
+        body = QWidget()
+        body_layout = QVBoxLayout(body)
+        body_layout.setContentsMargins(0, 0, 0, 0)
+        body_layout.addLayout(form)
+        body_layout.addWidget(QLabel("Recent activity:"))
+        body_layout.addWidget(self.audit)
+        body_layout.addStretch(1)
+        self.values_area = QScrollArea()
+        self.values_area.setWidget(body)
+        self.values_area.setWidgetResizable(True)
+        self.values_area.setFrameShape(QFrame.Shape.NoFrame)
 
         layout = QVBoxLayout(self)
         layout.addWidget(self.title)
-        layout.addLayout(form)
-        layout.addWidget(QLabel("Recent activity:"))
-        layout.addWidget(self.audit)
+        layout.addWidget(self.values_area, 1)
         layout.addLayout(buttons)
-        layout.addStretch(1)
 
         self.connect_button.clicked.connect(lambda: self._emit_for_shown(self.connectRequested))
         self.disconnect_button.clicked.connect(lambda: self._emit_for_shown(self.disconnectRequested))
@@ -132,7 +149,15 @@ class DetailsPane(QWidget):
         self.view = None
         self._soon.stop()
         self.title.setText("Select a connection")
-        for label in (self.issuer, self.requested, self.granted, self.expiry, self.refresh_token, self.registration):
+        for label in (
+            self.server,
+            self.issuer,
+            self.requested,
+            self.granted,
+            self.expiry,
+            self.refresh_token,
+            self.registration,
+        ):
             label.setText("—")
         self.checklist.set_items([])
         self.audit.clear()
@@ -159,6 +184,7 @@ class DetailsPane(QWidget):
         connected = view["status"] != "not_connected"
         self.connect_button.setText("Re&connect" if connected else "&Connect")
         self.disconnect_button.setEnabled(connected)
+        self.server.setText(view.get("server_url") or "—")
         self.issuer.setText(view.get("issuer") or "—")
         self.requested.setText(" ".join(view.get("requested_scopes") or ()) or "—")
         self.granted.setText(" ".join(view.get("scopes") or ()) or "—")

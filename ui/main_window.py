@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QModelIndex, QSortFilterProxyModel, Qt
+from PySide6.QtCore import QByteArray, QEvent, QModelIndex, QObject, QSettings, QSortFilterProxyModel, Qt
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
-    QDockWidget,
     QHeaderView,
     QLabel,
     QLineEdit,
     QMainWindow,
     QMessageBox,
     QPushButton,
+    QSplitter,
     QStackedWidget,
+    QStyle,
     QTableView,
     QVBoxLayout,
     QWidget,
@@ -28,6 +29,8 @@ from .icons import app_icon
 from .model import EXPIRES, LAST, NAME, NAME_ROLE, SCOPES, SERVER, SORT_ROLE, STATUS, ConnectionsModel
 
 if TYPE_CHECKING:  # dialogs are imported when first opened: the window paints sooner
+    from pathlib import Path
+
     from .approval import ApprovalDialog
     from .bridge import Bridge
     from .clients import ClientsDialog
@@ -36,19 +39,37 @@ if TYPE_CHECKING:  # dialogs are imported when first opened: the window paints s
 
 __all__ = ["MainWindow"]
 
+DEFAULT_SIZE = (1280, 720)  # every column beside the Details pane
+MINIMUM_SIZE = (640, 420)  # Details under the table, its buttons in view
+DETAILS_WIDTH = 380  # beside the table, until the user drags the splitter
+SERVER_MIN = 160  # the least of Server (it stretches) before Details moves under the table
+_INTERACTIVE = (NAME, SCOPES)  # the columns a user sizes; the others size themselves
+
+
+def _as_int(value: object) -> int | None:
+    """A small non-negative int from the INI file (text) or from this process's QSettings cache (int)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if 0 <= value < 100_000 else None
+    return int(value) if isinstance(value, str) and value.isdigit() and len(value) < 6 else None
+
 
 class MainWindow(QMainWindow):
-    def __init__(self, bridge: Bridge, *, model: ConnectionsModel | None = None) -> None:
+    """`settings_path`: an INI file for what the window remembers between runs (None: nothing)."""
+
+    def __init__(
+        self, bridge: Bridge, *, model: ConnectionsModel | None = None, settings_path: Path | None = None
+    ) -> None:
         super().__init__()
         self.bridge = bridge
         self.tray: Any = None
         self.quitting = False
         self.dialogs: list[Any] = []
+        self.settings_path = settings_path
         self.setWindowTitle("MCP Token Broker")
         self.setWindowIcon(app_icon())
-        # Every column beside the Details pane at the default size; below the minimum nothing fits.
-        self.resize(1280, 720)
-        self.setMinimumSize(720, 460)
+        self.resize(*DEFAULT_SIZE)
+        self.setMinimumSize(*MINIMUM_SIZE)
+        self._details_width = DETAILS_WIDTH
         self._select_when_listed: str | None = None  # just added: select once the service lists it
         self._details_hidden_while_empty = False
 
@@ -112,21 +133,25 @@ class MainWindow(QMainWindow):
         self.stack = QStackedWidget()
         self.stack.addWidget(self.empty)
         self.stack.addWidget(self.table)
-        central = QWidget()
-        layout = QVBoxLayout(central)
+        self.connections_box = QWidget()
+        layout = self._connections_layout = QVBoxLayout(self.connections_box)
         layout.addWidget(self.filter)
         layout.addWidget(self.stack)
-        self.setCentralWidget(central)
 
         self.details = DetailsPane(bridge)
-        self.details_dock = QDockWidget("Details", self)
-        self.details_dock.setObjectName("details")
-        self.details_dock.setWidget(self.details)
-        self.details_dock.setFeatures(
-            QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetClosable
-        )
-        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.details_dock)
-        self.resizeDocks([self.details_dock], [380], Qt.Orientation.Horizontal)
+        # Details beside the table when both fit, under it when not (see _fit_splitter).
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.setObjectName("splitter")
+        self.splitter.setChildrenCollapsible(False)
+        self.splitter.addWidget(self.connections_box)
+        self.splitter.addWidget(self.details)
+        self.splitter.setStretchFactor(0, 1)  # the table takes what the window gains; Details keeps its width
+        self.splitter.setStretchFactor(1, 0)
+        self.splitter.setSizes([DEFAULT_SIZE[0] - DETAILS_WIDTH, DETAILS_WIDTH])
+        self.splitter.splitterMoved.connect(self._splitter_moved)
+        header.sectionResized.connect(lambda *_: self._fit_splitter())  # a status grew, a column was dragged
+        self.splitter.installEventFilter(self)
+        self.setCentralWidget(self.splitter)
         self.details.connectRequested.connect(self.connect_connection)
         self.details.disconnectRequested.connect(self.disconnect_connection)
         self.details.removeRequested.connect(self.remove_connection)
@@ -162,6 +187,8 @@ class MainWindow(QMainWindow):
         self._selection_changed()
         self.status_label.setText("Starting the broker…")
         bridge.ready.connect(self.reload)
+        self.settings = self._open_settings(settings_path)
+        self._restore()
 
     # -- setup ------------------------------------------------------------------------
 
@@ -198,14 +225,16 @@ class MainWindow(QMainWindow):
             lambda: self._with_selected(self.remove_connection),
         )
         self.details_action = self._action(
-            "De&tails", "Ctrl+I", "Show the details pane (Ctrl+I)", self._show_details_dock
+            "De&tails", "Ctrl+I", "Show or hide the details pane (Ctrl+I)", self._toggle_details
         )
+        self.details_action.setCheckable(True)
+        self.details_action.setChecked(True)
         self.clients_action = self._action(
             "C&lients…", "Ctrl+K", "Applications you allowed or refused (Ctrl+K)", self.show_clients
         )
         self.settings_action = self._action(
             "&Settings…",
-            QKeySequence.StandardKey.Preferences,
+            "Ctrl+,",  # QKeySequence.Preferences is empty on Linux and Windows; Qt shows Cmd+, on macOS
             "Client policy, refresh margin, start at login",
             self.show_settings,
         )
@@ -282,12 +311,15 @@ class MainWindow(QMainWindow):
         self.stack.setCurrentWidget(self.empty if empty else self.table)
         self.filter.setVisible(not empty)
         # No connections: the window says what to do, not a pane of dashes.
-        if empty and not self.details_dock.isHidden():
-            self.details_dock.hide()
+        if empty and not self.details.isHidden():
+            self.details.hide()
             self._details_hidden_while_empty = True
         elif not empty and self._details_hidden_while_empty:
             self._details_hidden_while_empty = False
-            self.details_dock.show()
+            self.details.show()
+            self._apply_sizes()
+        self.details_action.setEnabled(not empty)
+        self._fit_splitter()
 
     def selected_name(self) -> str | None:
         rows = self.table.selectionModel().selectedRows()
@@ -392,21 +424,23 @@ class MainWindow(QMainWindow):
         dialog.start()
         return dialog
 
-    def _confirm(self, title: str, text: str) -> bool:
-        answer = QMessageBox.question(
-            self,
-            title,
-            text,
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
-            QMessageBox.StandardButton.Cancel,
-        )
-        return answer == QMessageBox.StandardButton.Yes
+    def _confirm(self, title: str, text: str, verb: str) -> bool:
+        """Ask with the verb on the button ("Disconnect", not "Yes"); Cancel is the default and Escape."""
+        box = QMessageBox(QMessageBox.Icon.Question, title, text, QMessageBox.StandardButton.NoButton, self)
+        box.setTextFormat(Qt.TextFormat.PlainText)
+        do = box.addButton(verb, QMessageBox.ButtonRole.DestructiveRole)
+        cancel = box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(cancel)
+        box.setEscapeButton(cancel)
+        box.exec()
+        return box.clickedButton() is do
 
     def disconnect_connection(self, name: str, *, confirm: bool = True) -> None:
         if confirm and not self._confirm(
             f"Disconnect {name}?",
             f"The broker revokes {name}'s tokens at the server and forgets them. "
             f"Clients using them stop working until you connect again.",
+            "Disconnect",
         ):
             return
         self.bridge.run(lambda s: s.disconnect(name), lambda r: self._after(f"Disconnected {name}", r), self._error)
@@ -415,7 +449,7 @@ class MainWindow(QMainWindow):
         row = self.model.row(name)
         holds_tokens = row is not None and row.status != Status.NOT_CONNECTED
         revokes = f"The broker revokes {name}'s tokens and forgets" if holds_tokens else "The broker forgets"
-        if confirm and not self._confirm(f"Remove {name}?", f"{revokes} the connection and its settings."):
+        if confirm and not self._confirm(f"Remove {name}?", f"{revokes} the connection and its settings.", "Remove"):
             return
         self.bridge.run(lambda s: s.remove(name), lambda r: self._after(f"Removed {name}", r), self._error)
 
@@ -429,11 +463,127 @@ class MainWindow(QMainWindow):
         warn(self, "MCP Token Broker", str(exc))  # may quote a server: plain text
 
     def _open_details(self, index: QModelIndex) -> None:
-        self._show_details_dock()
+        self._toggle_details(True)
 
-    def _show_details_dock(self) -> None:
-        self.details_dock.show()
-        self.details_dock.raise_()
+    def _toggle_details(self, on: bool) -> None:
+        self.details_action.setChecked(on)
+        self.details.setVisible(on and self.model.rowCount() > 0)
+        self._details_hidden_while_empty = on and self.model.rowCount() == 0
+        if self.details.isVisible():
+            self._apply_sizes()
+        self._fit_splitter()
+
+    # -- layout -----------------------------------------------------------------------------
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # Qt's name
+        if watched is self.splitter and event.type() == QEvent.Type.Resize:
+            self._fit_splitter()  # before the splitter lays out its new size
+        return super().eventFilter(watched, event)
+
+    def _needed_width(self) -> int:
+        """The splitter width at which the table (Server at SERVER_MIN) and Details fit side by side."""
+        header = self.table.horizontalHeader()
+        columns = sum(header.sectionSize(c) for c in range(self.model.columnCount()) if c != SERVER)
+        margins = self._connections_layout.contentsMargins()
+        chrome = (
+            2 * self.table.frameWidth()
+            + self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent, None, self.table)
+            + margins.left()
+            + margins.right()
+        )
+        return columns + SERVER_MIN + chrome + self.splitter.handleWidth() + self._details_width
+
+    def _fit_splitter(self) -> None:
+        """Details beside the table when both fit at that width, else under it (no horizontal scrollbar)."""
+        if not hasattr(self, "splitter"):
+            return
+        wide = self.details.isHidden() or self.splitter.width() >= self._needed_width()
+        want = Qt.Orientation.Horizontal if wide else Qt.Orientation.Vertical
+        if self.splitter.orientation() == want:
+            return
+        self._keep_details_width()
+        self.splitter.setOrientation(want)
+        self._apply_sizes()
+
+    def _apply_sizes(self) -> None:
+        """Details at its remembered width beside the table, or half the height under it."""
+        handle = self.splitter.handleWidth()
+        if self.splitter.orientation() == Qt.Orientation.Horizontal:
+            total = self.splitter.width() - handle
+            self.splitter.setSizes([max(total - self._details_width, 1), self._details_width])
+        else:
+            total = self.splitter.height() - handle
+            top = max(total // 2, 1)
+            self.splitter.setSizes([top, max(total - top, 1)])
+
+    def _splitter_moved(self, pos: int, index: int) -> None:
+        self._keep_details_width()
+
+    def _keep_details_width(self) -> None:
+        """Remember Details' width beside the table, for the next time it is there and the next run."""
+        width = self.splitter.sizes()[1]
+        if self.splitter.orientation() == Qt.Orientation.Horizontal and self.details.isVisible() and width >= 150:
+            self._details_width = width
+
+    # -- remembered between runs --------------------------------------------------------------
+
+    @staticmethod
+    def _open_settings(path: Path | None) -> QSettings | None:
+        if path is None:
+            return None
+        settings = QSettings(str(path), QSettings.Format.IniFormat)
+        if settings.status() != QSettings.Status.NoError:
+            # Not ours or damaged: start afresh rather than never writing again.
+            del settings
+            path.unlink(missing_ok=True)
+            settings = QSettings(str(path), QSettings.Format.IniFormat)
+        return settings
+
+    def _setting(self, key: str, kind: type) -> Any:
+        """The value at `key` if it has the `kind` this window wrote, else None (foreign or damaged files)."""
+        if self.settings is None:
+            return None
+        value = self.settings.value(key)
+        if kind is bool:
+            return {"true": True, "false": False}.get(str(value).lower()) if isinstance(value, (bool, str)) else None
+        if kind is int:
+            return _as_int(value)
+        if kind is list:
+            items = value if isinstance(value, list) else [value] if isinstance(value, str) else None
+            return [_as_int(v) for v in items] if items else None
+        return value if isinstance(value, kind) else None
+
+    def _restore(self) -> None:
+        geometry = self._setting("window/geometry", QByteArray)
+        if geometry is not None and not self.restoreGeometry(geometry):
+            self.resize(*DEFAULT_SIZE)
+        widths = self._setting("window/column_widths", list)
+        if widths is not None and len(widths) == self.model.columnCount():
+            for col in _INTERACTIVE:
+                if widths[col] is not None and 20 <= widths[col] <= 2000:
+                    self.table.setColumnWidth(col, widths[col])
+        column, order = self._setting("window/sort_column", int), self._setting("window/sort_order", int)
+        if column is not None and column < self.model.columnCount() and order in (0, 1):
+            self.table.sortByColumn(column, Qt.SortOrder(order))
+        details = self._setting("window/details_width", int)
+        if details is not None and 150 <= details <= 2000:
+            self._details_width = details
+            self.splitter.setSizes([max(self.width() - details, 1), details])
+        if self._setting("window/maximized", bool):
+            self.setWindowState(self.windowState() | Qt.WindowState.WindowMaximized)
+
+    def save_settings(self) -> None:
+        if self.settings is None:
+            return
+        header = self.table.horizontalHeader()
+        self._keep_details_width()
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/maximized", self.isMaximized())
+        self.settings.setValue("window/column_widths", [header.sectionSize(c) for c in range(self.model.columnCount())])
+        self.settings.setValue("window/sort_column", header.sortIndicatorSection())
+        self.settings.setValue("window/sort_order", header.sortIndicatorOrder().value)
+        self.settings.setValue("window/details_width", self._details_width)
+        self.settings.sync()
 
     def ask_approval(self, request: Any) -> ApprovalDialog:
         from .approval import ApprovalDialog
@@ -478,12 +628,17 @@ class MainWindow(QMainWindow):
         QApplication.quit()
 
     def closeEvent(self, event: QCloseEvent) -> None:  # Qt's name
+        self.save_settings()
         if not self.quitting and self.tray is not None and self.tray.icon.isVisible():
             # Keep serving from the tray.
             event.ignore()
             self.hide()
-            if not getattr(self, "_told_about_tray", False):
+            told = self._setting("notices/tray_shown", bool) or getattr(self, "_told_about_tray", False)
+            if not told:  # once ever, not on every close of every run
                 self._told_about_tray = True
+                if self.settings is not None:
+                    self.settings.setValue("notices/tray_shown", True)
+                    self.settings.sync()
                 self.tray.icon.showMessage(
                     "MCP Token Broker is still running",
                     "It keeps serving tokens from the tray. Quit it from the tray menu.",
