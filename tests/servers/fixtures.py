@@ -334,6 +334,50 @@ def start_mcp_server(issuer: str, *, port: int = 0, timeout: float = STARTUP_TIM
 
 
 # --------------------------------------------------------------------------- #
+# An MCP server that is its own authorization server (the SDK's AS handlers)
+# --------------------------------------------------------------------------- #
+
+SDK_AS_SCRIPT = SERVERS_DIR / "sdk_as_server.py"
+
+
+class SdkAsServer:
+    """A running tests/servers/sdk_as_server.py: ``url`` is its MCP endpoint,
+    ``issuer`` its authorization server (same origin)."""
+
+    def __init__(self, *, refuse_revocation: bool = False, timeout: float = STARTUP_TIMEOUT) -> None:
+        argv = [sys.executable, str(SDK_AS_SCRIPT)]
+        if refuse_revocation:
+            argv.append("--refuse-revocation")
+        self._proc = _Process("sdk as server", argv, cwd=REPO_ROOT, timeout=timeout)
+        self.url = str(self._proc.ready["url"])
+        self.issuer = str(self._proc.ready["issuer"])
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = httpx.request(method, f"{self.issuer}{path}", timeout=10, **kwargs)
+        resp.raise_for_status()
+        return resp.json()
+
+    def stats(self) -> dict[str, Any]:
+        """{"revoked": {hint: n}, "revocation_answers": {status: n}, "clients": {id: auth method}}."""
+        return self._call("GET", "/__test/stats")
+
+    def refuse_revocation(self, refuse: bool) -> None:
+        self._call("POST", "/__test/revocation", json={"refuse": refuse})
+
+    def stderr_tail(self, limit: int = 4000) -> str:
+        return self._proc.stderr_tail(limit)
+
+    def stop(self) -> None:
+        self._proc.stop()
+
+    def __enter__(self) -> SdkAsServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# --------------------------------------------------------------------------- #
 # Both
 # --------------------------------------------------------------------------- #
 
