@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from typing import Any
+from urllib.parse import urlsplit
 
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QHBoxLayout, QLineEdit, QPushButton, QVBoxLayout, QWidget
@@ -22,6 +23,19 @@ _STAGES = {
     "exchanging": "Exchanging the code for tokens…",
     "done": "Connected.",
 }
+
+
+def _with_host(stage: str, text: str, url: str) -> str:
+    """Name the login page's host first: a long link shows its tail, and the
+    host is what a person checks before typing a password."""
+    host = urlsplit(url).hostname
+    if not host:
+        return text
+    if stage == "waiting_for_browser":
+        return f"Log in at {host} in your browser. Waiting for you to log in…"
+    if stage == "browser_failed":
+        return f"Log in at {host}: no browser could be opened, so copy the link below into one."
+    return text
 
 
 class ConnectDialog(QDialog):
@@ -73,9 +87,11 @@ class ConnectDialog(QDialog):
     def _progress(self, name: str, flow_id: str, stage: str, message: str, url: Any) -> None:
         if name != self.name or (self.flow_id and flow_id != self.flow_id):
             return
-        self.stage.setText(_STAGES.get(stage, message))
+        text = _STAGES.get(stage, message)
+        self.stage.setText(_with_host(stage, text, url) if isinstance(url, str) and url else text)
         if url:
             self.link.setText(url)
+            self.link.setCursorPosition(0)  # the start of the link, not its tail
             for w in (self.copy, self.reopen, self.link):
                 w.setEnabled(True)
 
