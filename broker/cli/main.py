@@ -584,20 +584,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_proxy(args: argparse.Namespace) -> int:
-    from ..client.api_client import BrokerClient, ServiceUnavailable, quote
+    import anyio
+
+    from ..client.api_client import BrokerClient, quote
     from ..client.proxy import run_proxy
+    from ..errors import BrokerError
     from ..service.hardening import harden_process
 
     harden_process()
     client = BrokerClient()
     try:
         view = client.request("GET", f"/v1/connections/{quote(args.name)}")
-    except ServiceUnavailable:
-        from ..client.wire import NO_SERVICE
+    except BrokerError as exc:
+        # A stdio client shows JSON-RPC errors, not our stderr: answer its requests with the reason.
+        from ..client.proxy import serve_error
+        from ..client.proxy_errors import describe
 
-        raise ServiceUnavailable(NO_SERVICE) from None
-    import anyio
-
+        anyio.run(serve_error, describe(exc, args.name))
+        return exc.exit_code
     anyio.run(run_proxy, args.name, view["server_url"])
     return 0
 

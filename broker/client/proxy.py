@@ -13,20 +13,71 @@ one without an expiry, is replaced.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["run_proxy"]
+if TYPE_CHECKING:
+    from .proxy_errors import Reporter
+
+__all__ = ["run_proxy", "serve_error"]
 
 log = logging.getLogger(__name__)
 
 
-async def _pump(source: Any, sink: Any, what: str) -> None:
+class _Handshake:
+    """Holds the client's messages back while its `initialize` is unanswered.
+
+    The streamable HTTP transport sends each request as soon as it gets it; a
+    `tools/list` written right behind `initialize` would reach the server
+    before the session id exists ("Missing session ID"). So after an
+    `initialize` request nothing more goes out until its answer has come back.
+    """
+
+    def __init__(self) -> None:
+        self._pending: Any = None  # the id of the unanswered initialize
+        self._answered: Any = None  # an anyio.Event, set when it is answered
+
+    def sent(self, message: Any, answered: Any) -> None:
+        if getattr(message, "method", None) == "initialize" and hasattr(message, "id"):
+            self._pending, self._answered = message.id, answered
+
+    def received(self, message: Any) -> None:
+        if (
+            self._pending is not None
+            and not hasattr(message, "method")
+            and getattr(message, "id", None) == self._pending
+        ):
+            self._pending = None
+            self._answered.set()
+
+    async def wait(self) -> None:
+        if self._answered is not None:
+            await self._answered.wait()
+
+
+async def _upstream(source: Any, sink: Any, local_write: Any, handshake: _Handshake, report: Reporter) -> None:
+    import anyio
+
+    from .proxy_errors import invalid_input_answer
+
     async with sink:
         async for message in source:
             if isinstance(message, Exception):
-                log.warning("%s: %s", what, message)
+                answer, text = invalid_input_answer(message)
+                report.failed(text)
+                await local_write.send(answer)
                 continue
+            await handshake.wait()
+            handshake.sent(message.message, anyio.Event())
             await sink.send(message)
+
+
+async def _downstream(source: Any, sink: Any, handshake: _Handshake, report: Reporter) -> None:
+    async for message in source:
+        if isinstance(message, Exception):
+            report.failed(f"the server sent something that is not JSON-RPC ({type(message).__name__})")
+            continue
+        await sink.send(message)
+        handshake.received(message.message)
 
 
 async def run_proxy(name: str, server_url: str, *, client: Any = None) -> None:
@@ -37,17 +88,39 @@ async def run_proxy(name: str, server_url: str, *, client: Any = None) -> None:
 
     from .api_client import BrokerClient
     from .httpx_auth import httpx2_auth
+    from .proxy_errors import GuardedClient, Reporter
 
+    report = Reporter()
     auth = httpx2_auth(name, client=client or BrokerClient())
     timeout = httpx2.Timeout(30.0, read=300.0)
-    async with httpx2.AsyncClient(auth=auth, timeout=timeout) as http:
+    async with GuardedClient(connection=name, reporter=report, auth=auth, timeout=timeout) as http:
         async with stdio_server() as (local_read, local_write):
             async with streamable_http_client(server_url, http_client=http) as (remote_read, remote_write):
-                async with anyio.create_task_group() as tg:
+                handshake = _Handshake()
+                async with local_write, anyio.create_task_group() as tg:
 
                     async def upstream() -> None:
-                        await _pump(local_read, remote_write, "from the client")
+                        await _upstream(local_read, remote_write, local_write, handshake, report)
                         tg.cancel_scope.cancel()  # the client closed stdin: done
 
                     tg.start_soon(upstream)
-                    tg.start_soon(_pump, remote_read, local_write, "from the server")
+                    tg.start_soon(_downstream, remote_read, local_write, handshake, report)
+
+
+async def serve_error(text: str) -> None:
+    """Answer every request with `text` until the client closes stdin: what the
+    proxy does when it cannot start (no broker, no such connection)."""
+    from mcp.server.stdio import stdio_server
+
+    from .proxy_errors import Reporter, error_answer, invalid_input_answer
+
+    report = Reporter()
+    report.failed(text)
+    async with stdio_server() as (local_read, local_write):
+        async with local_write:
+            async for message in local_read:
+                if isinstance(message, Exception):
+                    answer, _ = invalid_input_answer(message)
+                    await local_write.send(answer)
+                elif hasattr(message.message, "method") and hasattr(message.message, "id"):
+                    await local_write.send(error_answer(message.message.id, text))

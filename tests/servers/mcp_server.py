@@ -14,6 +14,8 @@ Usage::
   (tests/servers/oidc/server.mjs), verified locally against its JWKS: ``iss``,
   ``aud`` (== resource URL), ``exp``; a token without ``mcp:read`` gets 403.
 * Tools: ``whoami`` (the token's ``sub``) and ``echo(text)``.
+* ``POST /__test/outage`` with ``{"status": 503}`` makes ``/mcp`` answer that
+  status as plain text, as a failing gateway would; ``{"status": 0}`` ends it.
 
 When listening it prints exactly one line to stdout::
 
@@ -126,6 +128,35 @@ def build_server(issuer: str, resource: str) -> MCPServer:
     return server
 
 
+class Outage:
+    """ASGI wrapper: while `status` is set, `/mcp` answers it (test endpoint `/__test/outage`)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.status = 0
+
+    async def _answer(self, send: Any, status: int, body: bytes) -> None:
+        headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/__test/outage" and scope["method"] == "POST":
+            body = b""
+            while True:
+                event = await receive()
+                body += event.get("body", b"")
+                if not event.get("more_body"):
+                    break
+            self.status = int(json.loads(body)["status"])
+            await self._answer(send, 200, b"ok")
+            return
+        if scope["type"] == "http" and self.status and scope["path"] == "/mcp":
+            await self._answer(send, self.status, b"upstream unavailable")
+            return
+        await self.app(scope, receive, send)
+
+
 async def serve(issuer: str, port: int) -> None:
     # Bind first so the resource URL carries the real (possibly ephemeral) port.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -135,7 +166,7 @@ async def serve(issuer: str, port: int) -> None:
     port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}/mcp"
 
-    app = build_server(issuer, url).streamable_http_app(streamable_http_path="/mcp", host="127.0.0.1")
+    app = Outage(build_server(issuer, url).streamable_http_app(streamable_http_path="/mcp", host="127.0.0.1"))
     config = uvicorn.Config(
         app,
         log_level="warning",
