@@ -304,50 +304,56 @@ def bound():
 def test_the_refresh_token_is_revoked_before_the_access_token():
     state = ConnectionState(registration=dynamic(), tokens=token_set())
     sent, answer = revocations([resp(200), resp(200)])
-    steps, warning = drive(revoke_flow(bound(), state), answer)
+    steps, result = drive(revoke_flow(bound(), state), answer)
     assert sent == ["refresh_token", "access_token"]
     assert all(s.url == f"{ISSUER}/revoke" for s in steps)
-    assert warning is None
+    assert result.outcome == "revoked" and result.message(now=0) is None
 
 
 def test_unsupported_token_type_is_fine_once_the_grant_is_revoked():
     state = ConnectionState(registration=dynamic(), tokens=token_set())
     sent, answer = revocations([resp(200), resp(400, {"error": "unsupported_token_type"})])
-    _, warning = drive(revoke_flow(bound(), state), answer)
+    _, result = drive(revoke_flow(bound(), state), answer)
     assert sent == ["refresh_token", "access_token"]
-    assert warning is None
+    assert result.outcome == "revoked"
 
 
 def test_unsupported_token_type_without_a_refresh_token_is_a_warning():
     state = ConnectionState(registration=dynamic(), tokens=token_set(refresh=None))
     sent, answer = revocations([resp(400, {"error": "unsupported_token_type"})])
-    _, warning = drive(revoke_flow(bound(), state), answer)
+    _, result = drive(revoke_flow(bound(), state), answer)
+    warning = result.message(now=0)
     assert sent == ["access_token"]
-    assert "could not revoke at the server" in warning
+    assert result.outcome == "refused" and "refused to revoke the tokens" in warning
     assert "unsupported_token_type" in warning
 
 
 def test_a_failed_refresh_token_revocation_stops_and_warns():
     state = ConnectionState(registration=dynamic(), tokens=token_set())
     sent, answer = revocations([NetworkError("cannot reach the revocation endpoint")])
-    _, warning = drive(revoke_flow(bound(), state), answer)
+    _, result = drive(revoke_flow(bound(), state), answer)
     assert sent == ["refresh_token"]
-    assert warning == (
-        "could not revoke at the server (cannot reach the revocation endpoint); the tokens were forgotten locally"
+    assert result.outcome == "unreachable"
+    assert result.message(now=0).startswith(
+        f"could not reach {ISSUER} to revoke the tokens (cannot reach the revocation endpoint); they stay valid"
     )
 
 
 def test_no_revocation_endpoint_sends_nothing_and_warns():
     d = discovered(revocation_endpoint=None)
     state = ConnectionState(registration=dynamic(), tokens=token_set())
-    steps, warning = drive(revoke_flow(Binding.of(MCP, d), state), lambda step: pytest.fail("sent"))
+    steps, result = drive(revoke_flow(Binding.of(MCP, d), state), lambda step: pytest.fail("sent"))
     assert steps == []
-    assert warning == f"{ISSUER} offers no revocation endpoint; the tokens were forgotten locally"
+    assert result.outcome == "not_offered"
+    assert result.message(now=0).startswith(
+        f"{ISSUER} offers no revocation endpoint; they stay valid until they expire"
+    )
 
 
 def test_disconnect_sends_nothing_when_the_settings_disagree_with_the_vault():
     state = ConnectionState(registration=dynamic(), tokens=token_set(), binding=bound())
     moved = settings(discovered(token_endpoint="https://auth.example.com/elsewhere"))
-    steps, warning = drive(disconnect_flow(moved, state), lambda step: pytest.fail("sent"))
+    steps, result = drive(disconnect_flow(moved, state), lambda step: pytest.fail("sent"))
     assert steps == []
-    assert warning.startswith("not revoked at the server: connections.json no longer matches the vault")
+    assert result.outcome == "not_sent" and result.still_valid
+    assert result.message(now=0).startswith("not revoked at the server: connections.json no longer matches the vault")

@@ -16,6 +16,7 @@ from broker.oauth.tokens import (
     read_revocation_response,
     refresh_request,
     revocation_request,
+    revocation_wants_body_credentials,
 )
 from broker.secret import Secret
 
@@ -71,6 +72,54 @@ def test_revocation_request():
     read_revocation_response(resp(200, b""))
     with pytest.raises(OAuthError):
         read_revocation_response(resp(400, {"error": "unsupported_token_type"}))
+
+
+POST = ClientRegistration(
+    ISSUER, "cid", "preregistered", "http://127.0.0.1:1/callback", "client_secret_post", Secret("s:e/cret")
+)
+
+
+def blank_form(req):
+    return {k: v[0] for k, v in parse_qs(req.body.decode(), keep_blank_values=True).items()}
+
+
+@pytest.mark.parametrize(
+    ("registration", "in_body", "fields", "authorization"),
+    [
+        # The registered method, and client_id in the body always (RFC 6749 section 3.2.1).
+        (PUBLIC, False, {"client_id": "cid"}, None),
+        (POST, False, {"client_id": "cid", "client_secret": "s:e/cret"}, None),
+        (CONFIDENTIAL, False, {"client_id": "c id"}, "Basic " + base64.b64encode(b"c%20id:s%3Ae%2Fcret").decode()),
+        # The fallback: client_secret_post, an empty secret for a public client, never a header.
+        (PUBLIC, True, {"client_id": "cid", "client_secret": ""}, None),
+        (POST, True, {"client_id": "cid", "client_secret": "s:e/cret"}, None),
+        (CONFIDENTIAL, True, {"client_id": "c id", "client_secret": "s:e/cret"}, None),
+    ],
+    ids=["none", "post", "basic", "none-fallback", "post-fallback", "basic-fallback"],
+)
+def test_revocation_request_shape_per_auth_method(registration, in_body, fields, authorization):
+    req = revocation_request(as_metadata(), registration, Secret("rt"), "refresh_token", in_body=in_body)
+    assert req.method == "POST" and req.url == f"{ISSUER}/revoke"
+    assert dict(req.headers)["Content-Type"] == "application/x-www-form-urlencoded"
+    assert blank_form(req) == {"token": "rt", "token_type_hint": "refresh_token", **fields}
+    assert dict(req.headers).get("Authorization") == authorization
+    assert "s:e/cret" not in repr(req)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "retry"),
+    [
+        (401, {"error": "invalid_client"}, True),
+        (401, b"", True),
+        (400, {"error": "invalid_request", "error_description": "client_secret: Field required"}, True),
+        (400, b"not json", True),
+        (400, {"error": "unsupported_token_type"}, False),
+        (200, b"", False),
+        (503, b"", False),
+    ],
+)
+def test_which_revocation_answers_are_worth_the_body_credentials_retry(status, body, retry):
+    assert revocation_wants_body_credentials(resp(status, body)) is retry
 
 
 def ok(**over):

@@ -555,7 +555,14 @@ def cmd_disconnect(args: argparse.Namespace) -> int:
     from ..client.api_client import quote
 
     path = f"/v1/connections/{quote(args.name)}/disconnect"
-    return _change(args, "POST", path, lambda e: e.disconnect(args.name), "Disconnected")
+
+    async def revoke(engine: Engine) -> str | None:
+        return (await engine.disconnect(args.name)).message(time.time())
+
+    # A refused revocation is a warning line, and the exit status stays 0: the
+    # broker no longer holds or hands out the tokens, which is what the
+    # command promises, and it has nothing left to retry with.
+    return _change(args, "POST", path, revoke, "Disconnected")
 
 
 def cmd_remove(args: argparse.Namespace) -> int:

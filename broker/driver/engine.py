@@ -49,6 +49,7 @@ from ..oauth.flows import (
     FlowEvent,
     NeedCode,
     Registered,
+    Revocation,
     check_client_issuer,
     disconnect_flow,
     discovery_flow,
@@ -247,7 +248,7 @@ class Engine:
         orphans = await off_loop(self.orphans_by_name)
         if name in orphans:
             return await self._remove_orphan(name, orphans[name])
-        warning: str | None = await self.disconnect(name)
+        warning = (await self.disconnect(name)).message(self.clock())
 
         def forget(txn: Transaction) -> None:
             txn.get(name)
@@ -262,11 +263,10 @@ class Engine:
         warning: str | None = None
         if bound is not None:
             async with self.transport.for_server(bound.server_url):
-                warning = await self._drive(revoke_flow(bound, state))
+                warning = (await self._drive(revoke_flow(bound, state))).message(self.clock())
         elif state.tokens is not None:
-            warning = (
-                f"the vault record of {name} does not record where to revoke its tokens; they were forgotten locally"
-            )
+            reason = f"the vault record of {name} does not record where to revoke its tokens"
+            warning = Revocation.kept("not_sent", reason, state.tokens).message(self.clock())
 
         def forget(txn: Transaction) -> None:
             txn.states.pop(name, None)
@@ -395,15 +395,16 @@ class Engine:
         return parse_token_response(response, now=self.clock(), requested_scope=state.requested_scope, previous=tokens)
 
     @_for_server(_named_server)
-    async def disconnect(self, name: str) -> str | None:
+    async def disconnect(self, name: str) -> Revocation:
         """Revoke at the server when it offers revocation, then forget the
-        tokens. Returns a warning if revocation did not succeed."""
+        tokens, whatever the server said: they cannot be handed out again,
+        and the `Revocation` says whether they still work elsewhere."""
         settings, state = await off_loop(self._load, name)
-        warning = await self._drive(disconnect_flow(settings, state))
+        revocation = await self._drive(disconnect_flow(settings, state))
 
         def forget(txn: Transaction) -> None:
             _, st = txn.get(name)
             txn.states[name] = st.forget_tokens()
 
         await self.store.update(forget)
-        return warning
+        return revocation

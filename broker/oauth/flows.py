@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from ..errors import (
+    BadResponse,
     DiscoveryError,
     InvalidClient,
     OAuthError,
@@ -49,6 +50,7 @@ from ..model import (
     check_binding,
 )
 from ..secret import Secret
+from ..timeleft import expiry
 from .authorization import PendingAuthorization, start_authorization
 from .discovery import (
     AuthServerMetadata,
@@ -77,6 +79,7 @@ from .tokens import (
     parse_token_response,
     read_revocation_response,
     revocation_request,
+    revocation_wants_body_credentials,
 )
 
 __all__ = [
@@ -85,6 +88,8 @@ __all__ = [
     "FlowEvent",
     "NeedCode",
     "Registered",
+    "Revocation",
+    "RevocationOutcome",
     "Step",
     "check_client_issuer",
     "client_recognised_flow",
@@ -329,46 +334,99 @@ def login_flow(
 
 # -- revocation -------------------------------------------------------------------
 
+#: What a disconnect did at the server. `revoked` and `no_tokens` leave
+#: nothing usable behind; every other outcome means the tokens were only
+#: forgotten here and stay valid at the server until they expire.
+RevocationOutcome = Literal["revoked", "no_tokens", "refused", "unreachable", "not_offered", "not_sent"]
 
-def revoke_flow(bound: Binding, state: ConnectionState) -> Flow[str | None]:
-    """Revoke at the vault's revocation endpoint; a warning if that failed.
+
+@dataclass(frozen=True)
+class Revocation:
+    """The typed result of `revoke_flow`, for the CLI's line, the socket
+    API's `revocation` field and the GUI: `reason` says why the tokens
+    were not revoked (never a token), `access_expires_at` how long the
+    forgotten access token still works."""
+
+    outcome: RevocationOutcome
+    reason: str | None = None
+    access_expires_at: int | None = None
+    had_refresh_token: bool = False
+
+    @property
+    def still_valid(self) -> bool:
+        return self.outcome not in ("revoked", "no_tokens")
+
+    def message(self, now: float) -> str | None:
+        """One line for people, or None when there is nothing to warn about."""
+        if not self.still_valid:
+            return None
+        access = expiry(self.access_expires_at, now) if self.access_expires_at else "has no expiry"
+        refresh = ", the refresh token when the server decides" if self.had_refresh_token else ""
+        until = f"the access token {access}{refresh}"
+        return f"{self.reason}; they stay valid until they expire: {until}. The broker forgot them."
+
+    def to_json(self) -> dict[str, Any]:
+        return {"outcome": self.outcome, "still_valid": self.still_valid, "access_expires_at": self.access_expires_at}
+
+    @classmethod
+    def kept(cls, outcome: RevocationOutcome, reason: str, tokens: TokenSet) -> Revocation:
+        return cls(outcome, reason, tokens.expires_at, tokens.refresh_token is not None)
+
+
+def _revoke_one(
+    server: AuthServerMetadata, registration: ClientRegistration, token: Secret, hint: str, in_body: bool
+) -> Flow[bool]:
+    """Revoke one token; returns whether the body-credentials shape was used,
+    so the next token goes straight to the shape that worked."""
+    response = yield revocation_request(server, registration, token, hint, in_body=in_body)
+    if not in_body and revocation_wants_body_credentials(response):
+        log.info("the revocation endpoint answered HTTP %d; retrying with client_secret_post", response.status)
+        in_body = True
+        response = yield revocation_request(server, registration, token, hint, in_body=True)
+    read_revocation_response(response)
+    return in_body
+
+
+def revoke_flow(bound: Binding, state: ConnectionState) -> Flow[Revocation]:
+    """Revoke at the vault's revocation endpoint.
 
     The refresh token first: revoking it ends the grant (RFC 7009 section
     2.1). Then the access token, where the server allows it: a server that
     cannot revoke self-contained access tokens says `unsupported_token_type`,
-    which is fine once the grant is gone, and only then."""
+    which is fine once the grant is gone, and only then. Each request may
+    be retried once in the client_secret_post shape (`revocation_request`)."""
     tokens = state.tokens
     server = bound.endpoints()
     if tokens is None:
-        return None
+        return Revocation("no_tokens")
     if not server.revocation_endpoint:
-        return f"{server.issuer} offers no revocation endpoint; the tokens were forgotten locally"
+        return Revocation.kept("not_offered", f"{server.issuer} offers no revocation endpoint", tokens)
     if state.registration is None:
-        return None
+        return Revocation.kept("not_sent", "not revoked at the server: no client registration is recorded", tokens)
+    registration = state.registration
     try:
+        in_body = False
         if tokens.refresh_token:
-            read_revocation_response(
-                (yield revocation_request(server, state.registration, tokens.refresh_token, "refresh_token"))
-            )
-        response = yield revocation_request(server, state.registration, tokens.access_token, "access_token")
+            in_body = yield from _revoke_one(server, registration, tokens.refresh_token, "refresh_token", in_body)
         try:
-            read_revocation_response(response)
+            yield from _revoke_one(server, registration, tokens.access_token, "access_token", in_body)
         except OAuthError as exc:
             if exc.error != "unsupported_token_type" or not tokens.refresh_token:
                 raise
             log.info("the server cannot revoke self-contained access tokens; it revoked the grant")
+    except (OAuthError, BadResponse) as exc:
+        return Revocation.kept("refused", f"{server.issuer} refused to revoke the tokens ({exc})", tokens)
     except RemoteError as exc:
-        return f"could not revoke at the server ({exc}); the tokens were forgotten locally"
-    return None
+        return Revocation.kept("unreachable", f"could not reach {server.issuer} to revoke the tokens ({exc})", tokens)
+    return Revocation("revoked")
 
 
-def disconnect_flow(settings: ConnectionSettings, state: ConnectionState) -> Flow[str | None]:
-    """Revoke a connection's tokens, if any, where the vault says they may
-    go; a warning for the user if they were only forgotten locally."""
+def disconnect_flow(settings: ConnectionSettings, state: ConnectionState) -> Flow[Revocation]:
+    """Revoke a connection's tokens, if any, where the vault says they may go."""
     if not state.tokens:
-        return None
+        return Revocation("no_tokens")
     try:
         bound = check_binding(settings, state)
     except SettingsMismatch as exc:
-        return f"not revoked at the server: {exc.why}; the tokens were forgotten locally"
+        return Revocation.kept("not_sent", f"not revoked at the server: {exc.why}", state.tokens)
     return (yield from revoke_flow(bound, state))

@@ -23,6 +23,7 @@ __all__ = [
     "revocation_request",
     "parse_token_response",
     "read_revocation_response",
+    "revocation_wants_body_credentials",
     "client_auth",
 ]
 
@@ -115,13 +116,58 @@ def refresh_request(
 
 
 def revocation_request(
-    server: AuthServerMetadata, registration: ClientRegistration, token: Secret, hint: str
+    server: AuthServerMetadata,
+    registration: ClientRegistration,
+    token: Secret,
+    hint: str,
+    *,
+    in_body: bool = False,
 ) -> HttpRequest:
+    """An RFC 7009 revocation request, in one of two shapes.
+
+    RFC 7009 section 2.1 has the client authenticate as at the token
+    endpoint, so the first shape follows the registered
+    `token_endpoint_auth_method` (HTTP Basic, the body, or nothing), and
+    always adds `client_id` to the body: RFC 6749 section 3.2.1 lets a
+    client identify itself that way, and beside Basic it repeats the same
+    identity rather than adding a second credential, which section 2.3
+    forbids (oidc-provider checks that the two agree).
+
+    `in_body=True` is the fallback for a 400 or 401 to that shape:
+    client_secret_post (RFC 6749 section 2.3.1), `client_id` and
+    `client_secret` in the body and no Authorization header, with an empty
+    `client_secret` for a public client (section 2.3.1 lets an empty secret
+    be sent or left out). The MCP SDKs' handlers need it: the Python SDK's
+    revocation form requires a `client_secret` field even from a public
+    client, and the TypeScript SDK reads a secret only from the body. The
+    secret is never sent in two places at once, and a server that accepts
+    the standard shape never sees the other one.
+    """
     if not server.revocation_endpoint:
         raise ValueError("the server offers no revocation endpoint")
-    fields = {"token": token.reveal(), "token_type_hint": hint}
-    headers = client_auth(registration, fields)
+    fields = {"token": token.reveal(), "token_type_hint": hint, "client_id": registration.client_id}
+    if in_body:
+        secret = registration.client_secret
+        fields["client_secret"] = secret.reveal() if secret else ""
+        headers: tuple[tuple[str, str], ...] = ()
+    else:
+        headers = client_auth(registration, fields)
     return form_request(server.revocation_endpoint, "revocation endpoint", fields, headers)
+
+
+def revocation_wants_body_credentials(response: HttpResponse) -> bool:
+    """Whether a refused revocation is worth one retry with `in_body=True`:
+    a 401, or a 400 that is not about the token (`unsupported_token_type`
+    is the server's answer for that token, whatever the shape)."""
+    if response.status == 401:
+        return True
+    if response.status != 400:
+        return False
+    try:
+        error = response.json_object("revocation endpoint").get("error")
+    except BadResponse:
+        return True
+    return error != "unsupported_token_type"
 
 
 def _error_from(response: HttpResponse, where: str) -> Exception:

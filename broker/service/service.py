@@ -819,10 +819,13 @@ class BrokerService:
 
     async def disconnect(self, name: str) -> dict[str, Any]:
         await self._quiesce(name)
-        warning = await self.engine.disconnect(name)
+        revocation = await self.engine.disconnect(name)
         await self._reload()
         self._changed(name)
-        return {"connection": self.view(name), "warning": warning}
+        # `revocation.still_valid`: the server refused or was not asked, and
+        # the tokens keep working elsewhere until they expire.
+        warning = revocation.message(self.clock())
+        return {"connection": self.view(name), "warning": warning, "revocation": revocation.to_json()}
 
     async def remove(self, name: str) -> dict[str, Any]:
         if self._orphan(name) is None:
