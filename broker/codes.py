@@ -25,6 +25,7 @@ EXITS: dict[int, str] = {
     6: "no service running (or already running, for `serve`)",
     7: "access denied to this client",
     8: "the connection needs `connect` again",
+    9: "nobody answered the approval request in time",
 }
 
 #: code: (HTTP status, exit status, meaning). HTTP status 0: the service never
@@ -35,6 +36,10 @@ CODES: dict[str, tuple[int, int, str]] = {
     "access_denied": (403, 7, "this client may not have this connection's token"),
     "answer_refused": (403, 7, "this approval answer is not accepted"),
     "identity_changed": (403, 7, "the process that opened this socket connection has exec'd or exited since"),
+    # 504, not 408: the request arrived whole; the party it waited on (the
+    # person asked) did not answer. Clients may retry a 408 on their own,
+    # which would ask the person again.
+    "approval_timeout": (504, 9, "nobody answered the approval request in time"),
     "authorization_required": (409, 8, "not connected, or the grant was revoked or expired: run `connect`"),
     "storage_error": (500, 3, "local state cannot be read or written; see the service's log"),
     "flow_error": (500, 4, "the login did not complete"),

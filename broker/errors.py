@@ -16,6 +16,7 @@ answers with and to the exit status (`exit_code`) the CLI ends with.
     ├── ClientRefused               access_denied           this client may not have the token
     │   ├── AnswerRefused           answer_refused          an approval answer that is not accepted
     │   └── IdentityChanged         identity_changed        the peer exec'd or exited since it connected
+    ├── ApprovalTimeout             approval_timeout        nobody answered the `ask` policy's question in time
     ├── StorageError                storage_error           local state cannot be read or written
     │   ├── KeyringUnavailable
     │   ├── KeyFileError
@@ -79,6 +80,7 @@ __all__ = [
     "AlreadyRunning",
     "AnswerRefused",
     "ApiError",
+    "ApprovalTimeout",
     "AuthorizationRequired",
     "BadResponse",
     "BrokerError",
@@ -208,6 +210,13 @@ class IdentityChanged(ClientRefused):
     """The process on a socket connection exec'd or exited since it connected."""
 
     code = "identity_changed"
+
+
+class ApprovalTimeout(BrokerError):
+    """Nobody answered the `ask` policy's question in time. Not a refusal:
+    no grant is stored, and asking again asks the person again."""
+
+    code = "approval_timeout"
 
 
 class StorageError(BrokerError):

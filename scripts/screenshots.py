@@ -227,6 +227,7 @@ def shoot(out: Path) -> int:
     approval.grab().save(str(out / "approval-dialog.png"))
     approval.decision = "shown"
     approval.close()
+    shots += shoot_approval(app, window, DemoRequest(), out, settle)
 
     # The tray menu (drawn as a popup, since Xvfb has no system tray).
     tray = Tray(window.model, window)
@@ -235,6 +236,7 @@ def shoot(out: Path) -> int:
     tray.menu.grab().save(str(out / "tray-menu.png"))
     tray.menu.close()
     shots += ["add-dialog", "approval-dialog", "tray-menu"]
+    shots += shoot_dialogs(window, out, settle)
 
     # The empty state: every connection removed through the window, as a user would.
     for name in window.model.names():
@@ -254,6 +256,47 @@ def shoot(out: Path) -> int:
     for name in shots:
         print(out / f"{name}.png")
     return 0
+
+
+def shoot_approval(app, window, request, out: Path, settle) -> list[str]:
+    """The approval dialog, counting down, over the window at each of SIZES
+    (a grab of the screen's top-left corner, where the window sits)."""
+    names = []
+    for width, height in SIZES:
+        window.move(0, 0)
+        window.resize(width, height)
+        settle()
+        approval = window.ask_approval(request)
+        geometry = approval.frameGeometry()
+        approval.move((width - geometry.width()) // 2, (height - geometry.height()) // 2)
+        settle()
+        shot = app.primaryScreen().grabWindow(0, 0, 0, width, height)
+        shot.save(str(out / f"approval-{width}x{height}.png"))
+        approval.decision = "shown"
+        approval.close()
+        names.append(f"approval-{width}x{height}")
+    window.resize(1280, 720)
+    return names
+
+
+def shoot_dialogs(window, out: Path, settle) -> list[str]:
+    """The add dialog with a discovery error, and the settings dialog."""
+    from broker.errors import NetworkError
+
+    window.add_action.trigger()
+    dialog = window.dialogs[-1]
+    dialog.url.setText("mcp.example.com/mcp")  # typed without a scheme: https
+    dialog.name.setText("example")
+    dialog._discovery_failed(NetworkError("cannot reach mcp.example.com: connection refused (MCP server)"))
+    settle()
+    dialog.grab().save(str(out / "add-dialog-error.png"))
+    dialog.reject()
+    settings = window.show_settings()
+    settle()
+    settings.grab().save(str(out / "settings-dialog.png"))
+    settings.settle.stop()  # nothing was changed: write nothing
+    settings.done(0)
+    return ["add-dialog-error", "settings-dialog"]
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 import stat
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -124,23 +125,38 @@ def test_approval_code_is_single_use_and_tries_are_limited(tmp_path):
         grants = Grants(tmp_path / "grants.json")
         code = new_code()
         assert len(code) == 9 and code[4] == "-" and code.replace("-", "").isdigit()
-        answers = []
-        ok = ApprovalRequest(connection="gh", client=FakeClient(), grants=grants, code=code,
-                             on_answer=lambda r, d, by, pid: answers.append((d, by, pid)))  # fmt: skip
+        answers, closed = [], []
+        later = time.time() + 60
+        ok = ApprovalRequest(connection="gh", client=FakeClient(), grants=grants, code=code, deadline=later,
+                             on_answer=lambda r, d, by, pid: answers.append((d, by, pid)),
+                             on_close=lambda r: closed.append((r.id, r.outcome)))  # fmt: skip
         assert ok.needs_code
         assert ok.check_code(f" {code.replace('-', '')} ")  # typed without the dash: fine
         ok.answer("allow_session", by="approve (pid 7)", by_pid=7)
         assert answers == [("allow_session", "approve (pid 7)", 7)]
         assert not ok.check_code(code)  # single use
-        assert await ok.wait(1) is True
+        assert await ok.wait() is True
+        assert closed == [(ok.id, "answered")]
 
         wrong = "0000-0000" if code != "0000-0000" else "1111-1111"
-        bad = ApprovalRequest(connection="gh", client=FakeClient(name="x", key="x"), grants=grants, code=code)
+        bad = ApprovalRequest(connection="gh", client=FakeClient(name="x", key="x"), grants=grants, code=code,
+                              deadline=later, on_close=lambda r: closed.append((r.id, r.outcome)))  # fmt: skip
         for _ in range(MAX_CODE_TRIES):
             assert not bad.answered
             assert not bad.check_code(wrong)
-        assert bad.answered and await bad.wait(1) is False
+        assert bad.answered and await bad.wait() is False
         assert not bad.check_code(code)  # too late
         assert grants.decide("x", "gh") is None  # a refused request stores nothing
+        assert closed[1:] == [(bad.id, "refused")]
+
+        # Past its deadline nobody answered: None, not a refusal; it closes once and stores nothing.
+        late = ApprovalRequest(connection="gh", client=FakeClient(name="y", key="y"), grants=grants, code=code,
+                               deadline=time.time() - 1,
+                               on_close=lambda r: closed.append((r.id, r.outcome)))  # fmt: skip
+        assert late.seconds_left() == 0
+        assert await late.wait() is None and await late.wait() is None
+        assert late.outcome == "expired" and closed[2:] == [(late.id, "expired")]
+        late.answer("allow_always")  # too late: ignored
+        assert not late.check_code(code) and grants.decide("y", "gh") is None
 
     asyncio.run(main())

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -19,7 +20,7 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import Qt as QtGuiNamespace
 from PySide6.QtGui import QTextDocument
 from PySide6.QtWidgets import QLabel
@@ -227,3 +228,141 @@ def test_table_tooltips_show_server_text_literally(qapp):
     status_tip = model.data(model.index(0, STATUS), Qt.ItemDataRole.ToolTipRole)
     assert shown(scopes_tip) == "<b>read</b>"
     assert "Last error: <img src=x>boom" in shown(status_tip)
+
+
+# -- issue 10, item 7: the dialog counts down, closes when the question ends, reads well --------
+
+
+def waiting_seconds(dialog) -> int:
+    match = re.fullmatch(r"Waiting (\d+) s…", dialog.countdown.text())
+    assert match, dialog.countdown.text()
+    return int(match.group(1))
+
+
+@pytest.mark.parametrize("gui", ["ask"], indirect=True)
+def test_the_dialog_counts_down_to_the_services_deadline(qtbot, gui, stack):
+    _, mcp = stack
+    _, bridge, window = gui
+    connected(qtbot, window, "a", mcp.url)
+    thread, out = fetch_in_thread("a")
+    qtbot.waitUntil(lambda: len(approval_dialogs(window)) == 1, timeout=10000)
+    dialog = approval_dialogs(window)[0]
+    first = waiting_seconds(dialog)
+    # The service's deadline, not a guess of the dialog's own: 30 s in this fixture.
+    assert 0 < first <= bridge.service.approval_timeout
+    assert abs(first - dialog.request.seconds_left()) <= 1
+    qtbot.waitUntil(lambda: waiting_seconds(dialog) < first, timeout=5000)
+    dialog.deny.click()
+    thread.join(15)
+    assert out == ["access_denied"]
+
+
+@pytest.mark.parametrize("gui", ["ask"], indirect=True)
+def test_the_dialog_closes_when_answered_elsewhere(qtbot, gui, stack):
+    _, mcp = stack
+    _, bridge, window = gui
+    connected(qtbot, window, "a", mcp.url)
+    thread, out = fetch_in_thread("a")
+    qtbot.waitUntil(lambda: len(approval_dialogs(window)) == 1, timeout=10000)
+    dialog = approval_dialogs(window)[0]
+    # Another window of the app answers the same request.
+    bridge.answer(dialog.request, "allow_session")
+    qtbot.waitUntil(lambda: not dialog.isVisible(), timeout=10000)
+    thread.join(15)
+    assert out == ["Bearer"]
+    assert dialog.decision is None  # it closed; it answered nothing itself (no deny on the way out)
+    assert [(g["allow"], g["scope"]) for g in grants()] == [(True, "session")]
+
+
+@pytest.mark.parametrize("gui", ["ask"], indirect=True)
+def test_the_dialog_closes_when_the_request_expires(qtbot, gui, stack):
+    _, mcp = stack
+    _, bridge, window = gui
+    connected(qtbot, window, "a", mcp.url)
+    bridge.service.approval_timeout = 2  # the service's, which the dialog follows
+    thread, out = fetch_in_thread("a")
+    qtbot.waitUntil(lambda: len(approval_dialogs(window)) == 1, timeout=10000)
+    dialog = approval_dialogs(window)[0]
+    qtbot.waitUntil(lambda: not dialog.isVisible(), timeout=10000)
+    thread.join(15)
+    assert out == ["approval_timeout"]
+    assert dialog.decision is None and grants() == []
+
+
+def _luminance(color) -> float:
+    def channel(c: float) -> float:
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    return 0.2126 * channel(color.redF()) + 0.7152 * channel(color.greenF()) + 0.0722 * channel(color.blueF())
+
+
+def contrast(a, b) -> float:
+    """WCAG 2 contrast ratio."""
+    hi, lo = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_the_warning_and_the_phrase(qtbot, qapp):
+    from PySide6.QtGui import QPalette
+
+    from broker.service.grants import UNTIL_STOP
+    from ui.approval import ApprovalDialog
+    from ui.clients import ClientsDialog
+
+    request = FakeRequest()
+    dialog = ApprovalDialog(FakeBridge(), request)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    note = dialog.warning
+    assert "imitate" in note.text()
+    fg = note.palette().color(note.foregroundRole())  # a style sheet's colour lands here too
+    bg = dialog.palette().color(QPalette.ColorRole.Window)
+    assert contrast(fg, bg) >= 4.5, (fg.name(), bg.name())
+
+    # One phrase for "until the broker stops": the button, its tool tip, the Clients view.
+    assert dialog.allow_once.text().replace("&", "") == f"Allow {UNTIL_STOP}"
+    assert UNTIL_STOP in dialog.allow_once.toolTip() and UNTIL_STOP in dialog.deny.toolTip()
+    clients = ClientsDialog(FakeBridge(grants=[_grant("session"), _grant("always")]))
+    qtbot.addWidget(clients)
+    assert [clients.table.item(r, 3).text() for r in range(2)] == [UNTIL_STOP, "always"]
+
+
+def _grant(scope: str) -> dict:
+    return {"id": scope, "client_key": "k", "client_name": "claude", "connection": "gh", "allow": True,
+            "scope": scope, "created_at": 0}  # fmt: skip
+
+
+class FakeClient:
+    name = "claude"
+    exe = "/usr/bin/claude"
+    script = None
+    pid = app_pid = 4242
+    chain = ()
+
+
+class FakeRequest:
+    """What the dialog reads of a `broker.service.grants.ApprovalRequest` (drawn only: no service)."""
+
+    id = "abc"
+    connection = "gh"
+    client = FakeClient()
+
+    def seconds_left(self) -> float:
+        return 42.0
+
+
+class FakeBridge(QObject):
+    """What the dialogs take from `ui.bridge.Bridge` here: a signal, a call, an answer."""
+
+    approvalClosed = Signal(str, str)
+
+    def __init__(self, grants: list | None = None) -> None:
+        super().__init__()
+        self._grants = grants or []
+
+    def call(self, fn, on_done=None, on_error=None):
+        on_done(self._grants)
+
+    def answer(self, request, decision: str) -> None:  # closing the dialog denies
+        pass

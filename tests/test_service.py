@@ -408,7 +408,7 @@ def test_policies_grants_and_audit(short_stack, user_dirs, tmp_path):
                 service.events._subscribers.clear()  # nobody answers now
                 service.approval_timeout = 0.3
                 timed_out = await client.get("/v1/connections/b/token")
-                assert timed_out.status_code == 403
+                assert timed_out.status_code == 504 and timed_out.json()["error"] == "approval_timeout"
                 service.policy = "deny"
                 await connect(service, "c", mcp.url)
                 assert (await client.get("/v1/connections/c/token")).status_code == 403
@@ -421,7 +421,7 @@ def test_policies_grants_and_audit(short_stack, user_dirs, tmp_path):
         entries = read_audit(Paths.default().state_dir / "audit.log")
         outcomes = [(e["connection"], e["outcome"]) for e in entries]
         assert outcomes == [
-            ("a", "answered"), ("a", "served"), ("a", "served"), ("b", "answered"), ("b", "denied"), ("b", "denied"),
+            ("a", "answered"), ("a", "served"), ("a", "served"), ("b", "answered"), ("b", "denied"), ("b", "timeout"),
             ("c", "denied"), ("c", "served"),
         ]  # fmt: skip
         answers = [(e["decision"], e["answered_by"]) for e in entries if e["outcome"] == "answered"]

@@ -1,15 +1,29 @@
 """Ask the user whether a client may have a connection's token (policy `ask`).
 
 Non-modal: the service holds only that one request while the dialog is
-open; other clients and the window carry on.
+open; other clients and the window carry on. It counts down to the
+request's deadline, which the service set, and closes itself when the
+service says the question is over (answered elsewhere, refused, expired).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import QDialog, QDialogButtonBox, QFormLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QStyle,
+    QVBoxLayout,
+    QWidget,
+)
+
+from broker.service.grants import UNTIL_STOP
 
 from .bridge import Bridge
 from .plaintext import escape, plain_label
@@ -18,11 +32,17 @@ __all__ = ["ApprovalDialog"]
 
 
 class ApprovalDialog(QDialog):
-    def __init__(self, bridge: Bridge, request: Any, *, timeout: float, parent: QWidget | None = None) -> None:
+    def __init__(
+        self, bridge: Bridge, request: Any, *, timeout: float | None = None, parent: QWidget | None = None
+    ) -> None:
+        """`timeout` is not used: the request's own deadline, from the service, decides."""
         super().__init__(parent)
         self.bridge = bridge
         self.request = request
+        #: What this dialog answered (None: nothing, e.g. it was answered elsewhere).
         self.decision: str | None = None
+        #: How the question ended, as the service said ("answered", "refused", "expired").
+        self.outcome: str | None = None
         client = request.client
         self.setWindowTitle("Allow access to a token?")
         self.setModal(False)
@@ -46,16 +66,27 @@ class ApprovalDialog(QDialog):
             form.addRow(label, value_label)
         if client.chain:
             form.addRow("Started via:", plain_label(" < ".join(client.chain)))
-        note = QLabel("Programs running as you can imitate each other; allow only what you expect.")
-        note.setWordWrap(True)
-        note.setStyleSheet("color: palette(mid);")
+        self.countdown = QLabel()
+        self.countdown.setAccessibleName("Time left to answer")
+        self.countdown.setToolTip("The request waits this long for your answer; then the application gets no token")
+        # The palette's own text colour (readable on the dialog's background, in
+        # light and dark themes alike) and a warning icon; no dimmed colour.
+        self.warning = QLabel("Programs running as you can imitate each other; allow only what you expect.")
+        self.warning.setWordWrap(True)
+        icon = QLabel()
+        size = self.style().pixelMetric(QStyle.PixelMetric.PM_SmallIconSize)
+        icon.setPixmap(self.style().standardIcon(QStyle.StandardPixmap.SP_MessageBoxWarning).pixmap(size, size))
+        icon.setAccessibleName("Warning")
+        warning_row = QHBoxLayout()
+        warning_row.addWidget(icon, 0, Qt.AlignmentFlag.AlignTop)
+        warning_row.addWidget(self.warning, 1)
         buttons = QDialogButtonBox()
-        self.allow_once = buttons.addButton("Allow &once", QDialogButtonBox.ButtonRole.AcceptRole)
-        self.allow_once.setToolTip("Allow this application until the broker restarts")
+        self.allow_once = buttons.addButton(f"Allow &{UNTIL_STOP}", QDialogButtonBox.ButtonRole.AcceptRole)
+        self.allow_once.setToolTip(f"Allow this application {UNTIL_STOP}")
         self.allow_always = buttons.addButton("&Always allow", QDialogButtonBox.ButtonRole.AcceptRole)
         self.allow_always.setToolTip("Remember: this application may always have this connection's token")
         self.deny = buttons.addButton("&Deny", QDialogButtonBox.ButtonRole.RejectRole)
-        self.deny.setToolTip("Refuse this application until the broker restarts")
+        self.deny.setToolTip(f"Refuse this application {UNTIL_STOP}")
         # Enter denies, wherever the focus is; allowing takes a click, Space on
         # a focused Allow button, or its Alt shortcut. Escape denies too (reject).
         # No button is auto-default: a focused auto-default button takes the
@@ -69,11 +100,30 @@ class ApprovalDialog(QDialog):
         layout = QVBoxLayout(self)
         layout.addWidget(headline)
         layout.addLayout(form)
-        layout.addWidget(note)
+        layout.addWidget(self.countdown)
+        layout.addLayout(warning_row)
         layout.addWidget(buttons)
-        self.deny.setFocus(Qt.FocusReason.OtherFocusReason)  # not "Allow once", the first in the tab order
-        # The service stops waiting after its timeout; so does the dialog.
-        QTimer.singleShot(int(timeout * 1000), self._expire)
+        self.deny.setFocus(Qt.FocusReason.OtherFocusReason)  # not "Allow", the first in the tab order
+        # The service stops waiting at the request's deadline and then says so
+        # (approvalClosed), as it does when anyone else answers; the dialog
+        # counts down to that deadline and closes on that word, never on a guess.
+        self._ticker = QTimer(self)
+        self._ticker.setInterval(250)
+        self._ticker.timeout.connect(self._tick)
+        self._ticker.start()
+        self._tick()
+        bridge.approvalClosed.connect(self._closed)
+
+    def _tick(self) -> None:
+        self.countdown.setText(f"Waiting {math.ceil(self.request.seconds_left())} s…")
+
+    def _closed(self, approval_id: str, outcome: str) -> None:
+        if approval_id != self.request.id or self.outcome is not None:
+            return
+        self.outcome = outcome
+        self._ticker.stop()
+        if self.isVisible():
+            super().reject()  # close without answering: the question is over
 
     def _answer(self, decision: str) -> None:
         if self.decision is None:
@@ -81,13 +131,8 @@ class ApprovalDialog(QDialog):
             self.bridge.answer(self.request, decision)
         self.accept() if decision.startswith("allow") else self.reject()
 
-    def _expire(self) -> None:
-        if self.decision is None:
-            self.decision = "expired"
-            self.reject()
-
     def reject(self) -> None:
-        if self.decision is None:  # Escape or the window's close button
+        if self.decision is None and self.outcome is None:  # Escape or the window's close button
             self._answer("deny_session")
             return
         super().reject()

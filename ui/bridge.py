@@ -122,6 +122,8 @@ class Bridge(QObject):
     refreshFailed = Signal(str, str, object)
     reauthRequired = Signal(str, str)
     clientAsked = Signal(object)
+    #: (approval id, "answered" | "refused" | "expired"): the question is over, wherever it was answered.
+    approvalClosed = Signal(str, str)
     tokenServed = Signal(str, str, object)
     accessDenied = Signal(str, str, object, str)
     flowProgress = Signal(str, str, str, str, object)
@@ -184,6 +186,8 @@ class Bridge(QObject):
             self.reauthRequired.emit(event.name, event.reason)
         elif isinstance(event, ev.ClientAsked):
             self.clientAsked.emit(event.request)
+        elif isinstance(event, ev.ApprovalClosed):
+            self.approvalClosed.emit(event.approval_id, event.outcome)
         elif isinstance(event, ev.TokenServed):
             self.tokenServed.emit(event.name, event.client, event.pid)
         elif isinstance(event, ev.AccessDenied):

@@ -18,6 +18,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from broker.service.grants import scope_words
+
 from .bridge import Bridge
 from .plaintext import plain_tip
 
@@ -66,7 +68,7 @@ class ClientsDialog(QDialog):
                 g["client_name"],
                 g["connection"],
                 "Allow" if g["allow"] else "Deny",
-                "always" if g["scope"] == "always" else "this session",
+                scope_words(g["scope"]),  # the approval dialog's words
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(g["created_at"])),
             ]
             for col, text in enumerate(cells):

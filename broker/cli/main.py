@@ -528,7 +528,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     argv = [args.command, args.name]
     if args.min_ttl is not None:
         argv += ["--min-ttl", str(args.min_ttl)]
-    return run(argv) or 0
+    return run(argv, verbose=args.verbose) or 0  # -v: say "waiting for approval" even into a pipe
 
 
 cmd_headers = cmd_token
@@ -704,9 +704,11 @@ def cmd_grants(args: argparse.Namespace) -> int:
     if not grants:
         print("No grants. Clients get tokens by the service's policy.")
         return 0
+    from ..service.grants import scope_words
+
     for g in grants:
         verdict = "allow" if g["allow"] else "deny"
-        print(f"{g['id']}  {verdict:<5} {g['scope']:<7} {g['connection']:<20} {g['client_name']}")
+        print(f"{g['id']}  {verdict:<5} {scope_words(g['scope']):<22} {g['connection']:<20} {g['client_name']}")
     return 0
 
 

@@ -19,6 +19,10 @@ import sys
 from .socketpath import socket_location
 from .wire import NO_SERVICE, BadAnswer, Unavailable, exchange
 
+TYPE_CHECKING = False  # not `typing`: this is the hot path
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 __all__ = ["run"]
 
 PROG = "mcp-token-broker"
@@ -49,7 +53,26 @@ def _parse(args: list[str]) -> tuple[str, str, int | None] | None:
     return command, name, min_ttl
 
 
-def run(args: list[str]) -> int | None:
+def _waiting_notice(verbose: bool) -> Callable[[bytes], None]:
+    """Under the `ask` policy the service answers `102 Processing` with
+    `Broker-Waiting: approval; seconds=N` while it holds the request: say so on
+    stderr for a person at a terminal (or with -v), never into a pipe."""
+
+    def notice(head: bytes) -> None:
+        lowered = head.lower()
+        at = lowered.find(b"\r\nbroker-waiting: approval")
+        if at < 0 or not (verbose or sys.stderr.isatty()):
+            return
+        line = lowered[at + 2 :].split(b"\r\n", 1)[0]
+        seconds = line.partition(b"seconds=")[2].strip()
+        within = f" (up to {seconds.decode()} s)" if seconds.isdigit() else ""
+        sys.stderr.write(f"{PROG}: waiting for approval in MCP Token Broker…{within}\n")
+        sys.stderr.flush()
+
+    return notice
+
+
+def run(args: list[str], *, verbose: bool = False) -> int | None:
     parsed = _parse(args)
     if parsed is None:
         return None
@@ -60,7 +83,9 @@ def run(args: list[str]) -> int | None:
     socket_path, base = socket_location()
     try:
         # Long enough for a person to answer an approval under the `ask` policy.
-        status, body = exchange(socket_path, "GET", path, timeout=APPROVAL_WAIT, base=base)
+        status, body = exchange(
+            socket_path, "GET", path, timeout=APPROVAL_WAIT, base=base, on_interim=_waiting_notice(verbose)
+        )
     except Unavailable:
         from ..codes import exit_for
 

@@ -2,8 +2,10 @@
 
 Shared by `broker.client.api_client` and the `token` fast path. One request per
 connection (`Connection: close`), the answer read to EOF with a size cap and
-a timeout. The answer is parsed only as far as the status line and the
-Content-Length: the server is our own, and its bodies are small.
+a timeout. Interim `1xx` answers before it (the service's `102 Processing`
+while a person is asked) are handed to `on_interim` as they arrive. The
+answer is parsed only as far as the status line and the Content-Length:
+the server is our own, and its bodies are small.
 
 "Our own" is checked, not assumed: the socket's directories must be ours
 alone (`broker.client.socketdir`), and after connecting, before a byte is sent, the
@@ -18,6 +20,10 @@ import os
 
 from .peeruid import peer_uid
 from .socketdir import check_socket_dir
+
+TYPE_CHECKING = False  # not `typing`: this is the hot path
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["Unavailable", "BadAnswer", "exchange", "MAX_ANSWER", "NO_SERVICE"]
 
@@ -43,9 +49,11 @@ def exchange(
     content_type: str = "application/json",
     timeout: float = 30.0,
     base: str | None = None,
+    on_interim: Callable[[bytes], None] | None = None,
 ) -> tuple[int, bytes]:
     """Send one request; return (status, body). `base` is the runtime base the
     socket's directories are checked from (default: the socket's directory).
+    `on_interim(head)` gets the head of each interim 1xx answer as it arrives.
     Raises Unavailable, BadAnswer, TimeoutError, OSError, or the storage errors
     UnsafeSocketDir, SocketPathTooLong and UntrustedListener."""
     head = f"{method} {path} HTTP/1.1\r\nHost: broker\r\nConnection: close\r\n"
@@ -67,6 +75,8 @@ def exchange(
         sock.sendall(data)
         chunks = []
         size = 0
+        start = b""  # the answer's first bytes, until its status is known to be final
+        final = False
         while True:
             chunk = sock.recv(65536)
             if not chunk:
@@ -74,7 +84,23 @@ def exchange(
             size += len(chunk)
             if size > MAX_ANSWER:
                 raise BadAnswer("the broker's answer is too large")
-            chunks.append(chunk)
+            if final:
+                chunks.append(chunk)
+                continue
+            start += chunk
+            # "HTTP/1.1 1xx ...\r\n\r\n" heads come first, each whole, then the final answer.
+            while len(start) >= 12 and start[9:10] == b"1":
+                end = start.find(b"\r\n\r\n")
+                if end < 0:
+                    break
+                if on_interim is not None:
+                    on_interim(start[:end])
+                start = start[end + 4 :]
+            if len(start) >= 12:
+                final = True
+                chunks.append(start)
+        if not final:
+            chunks.append(start)
     finally:
         sock.close()
     raw = b"".join(chunks)

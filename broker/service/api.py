@@ -99,6 +99,9 @@ class ApiRequest:
     body: Any = field(repr=False)  # may carry a client secret (add)
     peer: Peer
     segments: tuple[str, ...] = field(default=())
+    #: Send an interim `102 Processing` answer with these headers (a request
+    #: that waits for a person says so); does nothing for HTTP/1.0 clients.
+    interim: Callable[[list[tuple[str, str]]], None] = field(default=lambda _headers: None, repr=False)
 
 
 Handler = Callable[[ApiRequest], Awaitable[tuple[int, Any]]]
@@ -299,7 +302,7 @@ class ApiServer:
                 return
             if request is None:
                 return  # the client closed the connection
-            status, payload = await self._dispatch(request, body, peer)
+            status, payload = await self._dispatch(request, body, peer, _interim(conn, writer, request))
             keep_alive = await self._send(conn, writer, status, payload)
             if not keep_alive:
                 return
@@ -351,7 +354,9 @@ class ApiServer:
         finally:
             deadline.at = None  # handling the request is not bounded by these timeouts
 
-    async def _dispatch(self, request: h11.Request, body: bytes, peer: Peer) -> tuple[int, Any]:
+    async def _dispatch(
+        self, request: h11.Request, body: bytes, peer: Peer, interim: Callable[[list[tuple[str, str]]], None]
+    ) -> tuple[int, Any]:
         """Parse the target and the JSON body, then ask the handler, which answers
         its own errors (`broker.service.routes`); what it raises is an internal error."""
         target = request.target.decode("ascii", "replace")
@@ -371,7 +376,7 @@ class ApiServer:
                 segments = tuple(unquote(s) for s in stripped.split("/"))
             else:
                 segments = tuple(stripped.split("/"))
-            api_request = ApiRequest(request.method.decode(), path, query, parsed, peer, segments)
+            api_request = ApiRequest(request.method.decode(), path, query, parsed, peer, segments, interim)
             return await self.handler(api_request)
         except ValueError:
             return status_for("bad_request"), error_body("bad_request", "malformed query string")
@@ -417,6 +422,18 @@ class ApiServer:
             await writer.drain()
         except (h11.LocalProtocolError, ConnectionError):
             pass
+
+
+def _interim(
+    conn: h11.Connection, writer: asyncio.StreamWriter, request: h11.Request
+) -> Callable[[list[tuple[str, str]]], None]:
+    def send(headers: list[tuple[str, str]]) -> None:
+        # HTTP/1.0 clients may not get a 1xx (RFC 9110 §15.2); nor may an answer that began.
+        if request.http_version != b"1.0" and conn.our_state is h11.SEND_RESPONSE:
+            with contextlib.suppress(h11.LocalProtocolError, ConnectionError):
+                writer.write(conn.send(h11.InformationalResponse(status_code=102, headers=headers)))
+
+    return send
 
 
 _END = h11.EndOfMessage()

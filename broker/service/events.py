@@ -19,6 +19,7 @@ __all__ = [
     "RefreshFailed",
     "ReauthRequired",
     "ClientAsked",
+    "ApprovalClosed",
     "TokenServed",
     "AccessDenied",
     "FlowProgress",
@@ -74,6 +75,16 @@ class ClientAsked(Event):
     Answer with `request.answer(...)` (see `broker.service.grants.ApprovalRequest`)."""
 
     request: Any
+
+
+@dataclass(frozen=True)
+class ApprovalClosed(Event):
+    """A question `ClientAsked` posed is over: `outcome` is "answered" (by
+    whoever: a window, `approve` with the code), "refused" (wrong codes) or
+    "expired" (nobody answered in time). Windows showing it close."""
+
+    approval_id: str
+    outcome: str
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,8 @@ __all__ = [
     "Policy",
     "POLICIES",
     "MAX_CODE_TRIES",
+    "UNTIL_STOP",
+    "scope_words",
     "new_code",
 ]
 
@@ -46,6 +48,17 @@ Decision = Literal["allow_session", "allow_always", "deny_session", "deny_always
 DECISIONS: tuple[str, ...] = ("allow_session", "allow_always", "deny_session", "deny_always")
 Policy = Literal["ask", "allow", "deny"]
 FORMAT = "mcp-token-broker-grants"
+
+
+#: The one phrase for a decision that lasts until the broker stops (the API's
+#: `*_session`): the dialog's button and tooltips, the Clients view, the CLI
+#: and the docs all say it this way.
+UNTIL_STOP = "until the broker stops"
+
+
+def scope_words(scope: str) -> str:
+    """A grant's `scope` ("session" or "always") for people."""
+    return UNTIL_STOP if scope == "session" else "always"
 
 
 #: Wrong one-time codes before a held request is refused.
@@ -204,6 +217,10 @@ class ApprovalRequest:
     (the desktop app's dialog calls `answer`), or over the socket with the
     one-time `code` that only the user was shown (`check_code`, then
     `answer`). The code is never part of anything this object serialises.
+
+    It waits until `deadline` (in `clock`'s seconds), which windows count
+    down to. It ends once, as `outcome` "answered", "refused" or "expired",
+    and then calls `on_close` (the service tells open windows).
     """
 
     def __init__(
@@ -214,6 +231,9 @@ class ApprovalRequest:
         grants: Grants,
         code: str | None = None,
         on_answer: Callable[[ApprovalRequest, str, str, int | None], None] | None = None,
+        on_close: Callable[[ApprovalRequest], None] | None = None,
+        deadline: float,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.id = secrets.token_hex(6)
         self.connection = connection
@@ -226,7 +246,23 @@ class ApprovalRequest:
         #: The requester's ancestors up to init (filled in by the service).
         self.requester_ancestors: frozenset[int] = frozenset()
         self._on_answer = on_answer
-        self._future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._on_close = on_close
+        self.deadline = deadline
+        self._clock = clock
+        #: How it ended: "answered", "refused" or "expired"; None while it waits.
+        self.outcome: str | None = None
+        self._future: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
+
+    def seconds_left(self) -> float:
+        """Until the service stops waiting (0 once past): what windows count down."""
+        return max(0.0, self.deadline - self._clock())
+
+    def _close(self, outcome: str, result: bool | None) -> None:
+        self._code = None  # single use
+        self.outcome = outcome
+        self._future.set_result(result)
+        if self._on_close is not None:
+            self._on_close(self)
 
     @property
     def needs_code(self) -> bool:
@@ -245,7 +281,7 @@ class ApprovalRequest:
             self._grants.record(self.client.key, self.client.name, self.connection, decision)
         if self._on_answer is not None:
             self._on_answer(self, decision, by, by_pid)
-        self._future.set_result(decision.startswith("allow"))
+        self._close("answered", decision.startswith("allow"))
 
     def check_code(self, code: str) -> bool:
         """Constant-time comparison with the one-time code. Each wrong code uses
@@ -264,15 +300,23 @@ class ApprovalRequest:
         """Release the waiting request with a refusal, storing nothing."""
         self._code = None
         if not self._future.done():
-            self._future.set_result(False)
+            self._close("refused", False)
+
+    def expire(self) -> None:
+        """Nobody answered in time: release the waiting request with None, storing nothing."""
+        self._code = None
+        if not self._future.done():
+            self._close("expired", None)
 
     @property
     def answered(self) -> bool:
         return self._future.done()
 
-    async def wait(self, timeout: float) -> bool | None:
-        """True/False once answered; None if nobody answered in time."""
+    async def wait(self) -> bool | None:
+        """True/False once answered; None once nobody answered by the deadline
+        (the request then expires, whoever of its waiters sees it first)."""
         try:
-            return await asyncio.wait_for(asyncio.shield(self._future), timeout)
+            return await asyncio.wait_for(asyncio.shield(self._future), self.seconds_left())
         except TimeoutError:
+            self.expire()
             return None

@@ -9,6 +9,7 @@ never sees a status; it reaches this module only through `BrokerService.handle`.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from ..codes import status_for
@@ -86,7 +87,17 @@ async def _route(service: BrokerService, request: ApiRequest) -> tuple[int, Any]
         case ("connections", name, "token"):
             _method(request, "GET")
             min_ttl = _int_param(request, "min_ttl", 0, 0, 86400)
-            tokens = await service.token_for(name, request.peer.identity, min_ttl=min_ttl)
+            # Held for a person's answer (policy `ask`): say so at once with a
+            # `102 Processing` (`Broker-Waiting: approval; seconds=N`), so the
+            # client can tell its user; the final answer follows.
+            tokens = await service.token_for(
+                name,
+                request.peer.identity,
+                min_ttl=min_ttl,
+                on_hold=lambda held: request.interim(
+                    [("Broker-Waiting", f"approval; seconds={math.ceil(held.seconds_left())}")]
+                ),
+            )
             if request.query.get("format") == "text":
                 return 200, PlainText(tokens.access_token.reveal())
             return 200, {

@@ -54,6 +54,7 @@ from ..errors import (
     AlreadyRunning,
     AnswerRefused,
     ApiError,
+    ApprovalTimeout,
     AuthorizationRequired,
     BrokerError,
     ClientRefused,
@@ -78,6 +79,7 @@ from .api import ApiRequest, ApiServer
 from .audit import AuditLog
 from .events import (
     AccessDenied,
+    ApprovalClosed,
     ClientAsked,
     ConnectionChanged,
     ConnectionRemoved,
@@ -91,7 +93,7 @@ from .events import (
     TokenRefreshed,
     TokenServed,
 )
-from .grants import DECISIONS, POLICIES, ApprovalRequest, Decision, Grants, Policy, new_code
+from .grants import DECISIONS, POLICIES, UNTIL_STOP, ApprovalRequest, Decision, Grants, Policy, new_code
 from .identity import ClientIdentity
 from .notify import notify_desktop
 from .procfs import ancestors
@@ -111,6 +113,9 @@ _HEX = frozenset("0123456789abcdef")
 
 #: What a refresh raises when it yields no token; `token_for` may still serve the held one.
 _REFRESH_FAILURES = (AuthorizationRequired, RefreshError)
+
+#: Called with the `ApprovalRequest` a token request starts to wait on.
+OnHold = Callable[[ApprovalRequest], None]
 
 
 @dataclass
@@ -620,7 +625,7 @@ class BrokerService:
 
     # -- the token path -------------------------------------------------------
 
-    async def _authorize(self, name: str, client: ClientIdentity) -> None:
+    async def _authorize(self, name: str, client: ClientIdentity, on_hold: OnHold | None = None) -> None:
         # An unidentified client (empty key) never matches a stored grant:
         # otherwise one "always" would cover every unidentified process.
         decision = self.grants.decide(client.key, name) if client.key else None
@@ -628,7 +633,15 @@ class BrokerService:
             if self.policy == "allow":
                 return
             if self.policy == "ask":
-                decision = await self._ask(name, client)
+                decision = await self._ask(name, client, on_hold)
+                if decision is None:  # nobody answered: not a refusal, and told apart
+                    waited = f"no answer in {self.approval_timeout:g} s"
+                    self.audit.record(connection=name, client=client, outcome="timeout", detail=waited)
+                    self.events.emit(AccessDenied(name, client.name, client.app_pid or client.pid, waited))
+                    raise ApprovalTimeout(
+                        f"no answer to the approval request in {self.approval_timeout:g} s; "
+                        "run the command again and answer in MCP Token Broker"
+                    )
             else:
                 decision = False
         if not decision:
@@ -636,7 +649,8 @@ class BrokerService:
             self.events.emit(AccessDenied(name, client.name, client.app_pid or client.pid, "no grant"))
             raise ClientRefused(f"{client.name} may not have {name}'s token")
 
-    async def _ask(self, name: str, client: ClientIdentity) -> bool:
+    async def _ask(self, name: str, client: ClientIdentity, on_hold: OnHold | None = None) -> bool | None:
+        """The person's answer: True, False, or None when nobody answered in time."""
         # Concurrent requests from the same app for the same connection share one question.
         key = f"{client.key}\0{name}"
         request = self._approvals.get(key)
@@ -645,26 +659,39 @@ class BrokerService:
             # In the desktop app the dialog answers in process, and the socket never may.
             code = None if self.ui else new_code()
             request = ApprovalRequest(
-                connection=name, client=client, grants=self.grants, code=code, on_answer=self._answered
+                connection=name,
+                client=client,
+                grants=self.grants,
+                code=code,
+                on_answer=self._answered,
+                on_close=lambda r: self.events.emit(ApprovalClosed(r.id, r.outcome or "expired")),
+                deadline=self.clock() + self.approval_timeout,
+                clock=self.clock,
             )
             request.requester_ancestors = frozenset(ancestors(client.pid))
             self._approvals[key] = request
             self.events.emit(ClientAsked(request))
             if code is not None:
                 self._announce(request, code)
+        if on_hold is not None:
+            on_hold(request)  # e.g. the socket API tells the client it waits
         try:
-            answer = await request.wait(self.approval_timeout)
+            answer = await request.wait()
         finally:
             if request.answered or self._approvals.get(key) is request:
                 self._approvals.pop(key, None)
-        return bool(answer)
+        return answer
 
-    async def token_for(self, name: str, client: ClientIdentity, *, min_ttl: float = 0) -> TokenSet:
+    async def token_for(
+        self, name: str, client: ClientIdentity, *, min_ttl: float = 0, on_hold: OnHold | None = None
+    ) -> TokenSet:
+        """The token for `client`. Under the `ask` policy this may wait for the
+        person's answer; `on_hold(request)` is called when it starts to wait."""
         settings = self._require(name)
         # The common case, a granted client or the allow policy, needs no await.
         granted = self.grants.decide(client.key, name) if client.key else None
         if not (granted or (granted is None and self.policy == "allow")):
-            await self._authorize(name, client)
+            await self._authorize(name, client, on_hold)
         state = self._states.get(name)
         tokens = state.tokens if state else None
         if tokens is None or state is None:
@@ -920,7 +947,7 @@ class BrokerService:
         line = (
             f"{client.describe()} asks for {request.connection}'s token (approval {request.id}). "
             f"To answer within {self.approval_timeout:.0f} s, run `mcp-token-broker approve {request.id} "
-            f"allow_session` (or allow_always, deny_session, deny_always) and type the code {code}"
+            f"allow_session` ({UNTIL_STOP}; or allow_always, deny_session, deny_always) and type the code {code}"
         )
         with contextlib.suppress(OSError, ValueError):
             sys.stderr.write(f"mcp-token-broker: {line}\n")
