@@ -5,8 +5,9 @@
 
 Starts its own Xvfb (unless DISPLAY is set), runs the real window with the
 real broker service on a throwaway registry holding several connections in
-different states, and saves PNGs of the main window, the add dialog, the
-approval dialog and the tray menu, then the main window and the empty state
+different states, and saves PNGs of the main window, the add dialog (after
+discovery, and with an error), the settings dialog, the approval dialog and
+the tray menu, then the main window and the empty state
 (every connection removed) at each of SIZES. Nothing here talks to a network: the demo
 tokens carry no refresh token, and discovery results are shown as the add
 dialog would show them.

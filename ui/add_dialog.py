@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QDialog,
@@ -170,6 +170,7 @@ class AddDialog(QDialog):
         self.discover_error = _error_label()
         self.status = QLabel("")
         self.status.setAccessibleName("Discovery status")
+        self.status.setVisible(False)  # no empty gap in the form while idle
 
         self.connect_now = QCheckBox("&Log in right after adding")
         self.connect_now.setChecked(True)
@@ -211,6 +212,17 @@ class AddDialog(QDialog):
         if text:
             self._fit()
 
+    def _set_status(self, text: str) -> None:
+        self.status.setText(text)
+        self.status.setVisible(bool(text))
+
+    def sizeHint(self) -> QSize:  # Qt's name
+        """Qt's hint is computed at the narrowest width, where wrapped lines are
+        tallest; the dialog is never that narrow, so ask at its real width."""
+        hint = super().sizeHint()
+        width = max(hint.width(), self.minimumWidth(), self.width() if self.isVisible() else 0)
+        return QSize(width, self.heightForWidth(width) if self.hasHeightForWidth() else hint.height())
+
     def _fit(self) -> None:
         """Grow to show what just appeared (an error line, the check rows);
         Qt would otherwise squeeze it into the old height."""
@@ -232,7 +244,7 @@ class AddDialog(QDialog):
         elif self.phase in ("pending", "discovering"):
             reason = "Checking…"
         elif self.phase == "failed":
-            reason = "Discovery failed: correct the URL, or press Discover to try again."
+            reason = "Discovery failed (see above)."
         elif not name:
             reason = "Give the connection a name."
         elif name in self.existing:
@@ -252,7 +264,7 @@ class AddDialog(QDialog):
         self.discovered = None
         self._generation += 1  # a discovery still running is for another URL now
         self.discover_button.setEnabled(True)
-        self.status.setText("")
+        self._set_status("")
         self._show(self.url_error, None)
         self._show(self.discover_error, None)
         self.phase = "pending" if text.strip() else "idle"
@@ -321,7 +333,7 @@ class AddDialog(QDialog):
         self.phase = "discovering"
         self.discover_button.setEnabled(False)
         self._show(self.discover_error, None)
-        self.status.setText("Discovering…")
+        self._set_status("Discovering…")
         self._update_add()
 
         async def run(service: Any) -> Any:
@@ -339,7 +351,7 @@ class AddDialog(QDialog):
 
     def _discovered(self, url: str, options: dict[str, Any], discovered: Any) -> None:
         self.discover_button.setEnabled(True)
-        self.status.setText("")
+        self._set_status("")
         self.phase = "done"
         self.discovered = {"url": url, "discovered": discovered}
         self.issuer.setText(discovered.issuer)
@@ -353,7 +365,7 @@ class AddDialog(QDialog):
 
     def _discovery_failed(self, exc: BaseException) -> None:
         self.discover_button.setEnabled(True)
-        self.status.setText("")
+        self._set_status("")
         self.phase = "failed"
         message = _for_people(exc)
         self._show(self.discover_error, f"Discovery failed: {message}")
@@ -377,7 +389,7 @@ class AddDialog(QDialog):
             "use_resource": options["use_resource"],
         }
         self.add_button.setEnabled(False)
-        self.status.setText("Adding…")
+        self._set_status("Adding…")
 
         async def run(service: Any) -> Any:
             return await service.add(body)
@@ -387,7 +399,7 @@ class AddDialog(QDialog):
             self.accept()
 
         def failed(exc: BaseException) -> None:
-            self.status.setText("")
+            self._set_status("")
             message = _for_people(exc)
             self._show(self.discover_error, f"Could not add: {message}")
             self._update_add()
