@@ -98,16 +98,27 @@ def test_a_400_from_the_sdk_handler_is_retried_once_with_the_credentials_in_the_
     assert result.outcome == "revoked" and result.message(now=0) is None and not result.still_valid
 
 
-def test_a_basic_client_falls_back_to_client_secret_post_without_the_header():
+def test_a_basic_client_adds_the_field_then_falls_back_to_client_secret_post_without_the_header():
     sent, result = drive(
         revoke_flow(bound(), state("client_secret_basic", "s3cret")),
-        [resp(401, {"error": "invalid_client"}), resp(200), resp(200)],
+        [SDK_400, resp(401, {"error": "invalid_client"}), resp(200), resp(200)],
     )
-    assert dict(sent[0].headers).get("Authorization", "").startswith("Basic ")
+    headers = [dict(s.headers).get("Authorization", "") for s in sent]
+    # Basic as registered (client_id beside it), then Basic with an empty client_secret field
+    # (the Python SDK's form), then the secret in the body alone (the TypeScript SDK).
+    assert headers[0].startswith("Basic ") and headers[1].startswith("Basic ")
     assert form(sent[0]) == {"token": "rt-1", "token_type_hint": "refresh_token", "client_id": "c1"}
-    assert "Authorization" not in dict(sent[1].headers)
-    assert form(sent[1])["client_secret"] == "s3cret"
+    assert blank(sent[1])["client_secret"] == ""
+    assert headers[2] == "" and form(sent[2])["client_secret"] == "s3cret"
+    # The access token goes straight to the shape that worked.
+    assert headers[3] == "" and form(sent[3])["token_type_hint"] == "access_token"
     assert result.outcome == "revoked"
+
+
+def blank(req):
+    from urllib.parse import parse_qs
+
+    return {k: v[0] for k, v in parse_qs(req.body.decode(), keep_blank_values=True).items()}
 
 
 def test_unsupported_token_type_is_an_answer_about_the_token_not_a_reason_to_retry():
@@ -224,3 +235,42 @@ def test_revocation_keeps_working_at_oidc_provider(cli, stack, service):
     assert set(after["revocation_errors"]) <= {"unsupported_token_type"}
     answer = BrokerClient(str(service.socket_path)).request("POST", "/v1/connections/oidc/disconnect")
     assert answer["revocation"]["outcome"] == "no_tokens" and answer["warning"] is None
+
+
+def test_a_preregistered_basic_client_logs_in_refreshes_and_revokes_at_the_sdk_handlers(cli, sdk_as, service):
+    # The SDK's ClientAuthenticator wants client_id in the form even beside HTTP Basic
+    # (RFC 6749 section 3.2.1 allows it; it is the same identity, not a second credential).
+    port = socket_port()
+    client = sdk_as._call(
+        "POST",
+        "/__test/clients",
+        json={"redirect_uri": f"http://127.0.0.1:{port}/callback", "method": "client_secret_basic"},
+    )
+    r = cli(
+        "add",
+        "basic",
+        sdk_as.url,
+        "--client-id",
+        client["client_id"],
+        "--client-secret-stdin",
+        "--redirect-port",
+        str(port),
+        input=client["client_secret"] + "\n",
+    )
+    assert r.returncode == 0, r.stderr
+    r = cli("connect", "basic")
+    assert r.returncode == 0, r.stderr + cli.browser_log.read_text()
+    access = tokens_in_vault("basic").access_token.reveal()
+    assert mcp_status(sdk_as, access) == 200
+
+    r = cli("disconnect", "basic")
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    assert mcp_status(sdk_as, access) == 401
+
+
+def socket_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -59,7 +59,7 @@ def test_refresh_with_basic_auth_encodes_per_rfc6749():
     headers = dict(req.headers)
     raw = base64.b64decode(headers["Authorization"].split()[1]).decode()
     assert raw == "c%20id:s%3Ae%2Fcret"
-    assert form(req) == {"grant_type": "refresh_token", "refresh_token": "rt"}
+    assert form(req) == {"grant_type": "refresh_token", "refresh_token": "rt", "client_id": "c id"}
 
 
 def test_revocation_request():
@@ -83,22 +83,26 @@ def blank_form(req):
     return {k: v[0] for k, v in parse_qs(req.body.decode(), keep_blank_values=True).items()}
 
 
+BASIC = "Basic " + base64.b64encode(b"c%20id:s%3Ae%2Fcret").decode()
+
+
 @pytest.mark.parametrize(
-    ("registration", "in_body", "fields", "authorization"),
+    ("registration", "shape", "fields", "authorization"),
     [
-        # The registered method, and client_id in the body always (RFC 6749 section 3.2.1).
-        (PUBLIC, False, {"client_id": "cid"}, None),
-        (POST, False, {"client_id": "cid", "client_secret": "s:e/cret"}, None),
-        (CONFIDENTIAL, False, {"client_id": "c id"}, "Basic " + base64.b64encode(b"c%20id:s%3Ae%2Fcret").decode()),
-        # The fallback: client_secret_post, an empty secret for a public client, never a header.
-        (PUBLIC, True, {"client_id": "cid", "client_secret": ""}, None),
-        (POST, True, {"client_id": "cid", "client_secret": "s:e/cret"}, None),
-        (CONFIDENTIAL, True, {"client_id": "c id", "client_secret": "s:e/cret"}, None),
+        # 0: the registered method, and client_id in the body always (RFC 6749 section 3.2.1).
+        (PUBLIC, 0, {"client_id": "cid"}, None),
+        (POST, 0, {"client_id": "cid", "client_secret": "s:e/cret"}, None),
+        (CONFIDENTIAL, 0, {"client_id": "c id"}, BASIC),
+        # 1: plus a client_secret field (empty unless the method puts the secret there).
+        (PUBLIC, 1, {"client_id": "cid", "client_secret": ""}, None),
+        (CONFIDENTIAL, 1, {"client_id": "c id", "client_secret": ""}, BASIC),
+        # 2, Basic clients only: client_secret_post, never the header as well.
+        (CONFIDENTIAL, 2, {"client_id": "c id", "client_secret": "s:e/cret"}, None),
     ],
-    ids=["none", "post", "basic", "none-fallback", "post-fallback", "basic-fallback"],
+    ids=["none", "post", "basic", "none-fields", "basic-fields", "basic-post"],
 )
-def test_revocation_request_shape_per_auth_method(registration, in_body, fields, authorization):
-    req = revocation_request(as_metadata(), registration, Secret("rt"), "refresh_token", in_body=in_body)
+def test_revocation_request_shape_per_auth_method(registration, shape, fields, authorization):
+    req = revocation_request(as_metadata(), registration, Secret("rt"), "refresh_token", shape=shape)
     assert req.method == "POST" and req.url == f"{ISSUER}/revoke"
     assert dict(req.headers)["Content-Type"] == "application/x-www-form-urlencoded"
     assert blank_form(req) == {"token": "rt", "token_type_hint": "refresh_token", **fields}

@@ -79,6 +79,7 @@ from .tokens import (
     parse_token_response,
     read_revocation_response,
     revocation_request,
+    revocation_shapes,
     revocation_wants_body_credentials,
 )
 
@@ -374,17 +375,17 @@ class Revocation:
 
 
 def _revoke_one(
-    server: AuthServerMetadata, registration: ClientRegistration, token: Secret, hint: str, in_body: bool
-) -> Flow[bool]:
-    """Revoke one token; returns whether the body-credentials shape was used,
-    so the next token goes straight to the shape that worked."""
-    response = yield revocation_request(server, registration, token, hint, in_body=in_body)
-    if not in_body and revocation_wants_body_credentials(response):
-        log.info("the revocation endpoint answered HTTP %d; retrying with client_secret_post", response.status)
-        in_body = True
-        response = yield revocation_request(server, registration, token, hint, in_body=True)
+    server: AuthServerMetadata, registration: ClientRegistration, token: Secret, hint: str, shape: int
+) -> Flow[int]:
+    """Revoke one token, from `shape` on (`revocation_request`); returns the
+    shape that was answered, so the next token goes straight to it."""
+    response = yield revocation_request(server, registration, token, hint, shape=shape)
+    while shape + 1 < revocation_shapes(registration) and revocation_wants_body_credentials(response):
+        shape += 1
+        log.info("the revocation endpoint answered HTTP %d; retrying in fallback shape %d", response.status, shape)
+        response = yield revocation_request(server, registration, token, hint, shape=shape)
     read_revocation_response(response)
-    return in_body
+    return shape
 
 
 def revoke_flow(bound: Binding, state: ConnectionState) -> Flow[Revocation]:
@@ -394,7 +395,7 @@ def revoke_flow(bound: Binding, state: ConnectionState) -> Flow[Revocation]:
     2.1). Then the access token, where the server allows it: a server that
     cannot revoke self-contained access tokens says `unsupported_token_type`,
     which is fine once the grant is gone, and only then. Each request may
-    be retried once in the client_secret_post shape (`revocation_request`)."""
+    be retried in the fallback shapes (`revocation_request`)."""
     tokens = state.tokens
     server = bound.endpoints()
     if tokens is None:
@@ -405,11 +406,11 @@ def revoke_flow(bound: Binding, state: ConnectionState) -> Flow[Revocation]:
         return Revocation.kept("not_sent", "not revoked at the server: no client registration is recorded", tokens)
     registration = state.registration
     try:
-        in_body = False
+        shape = 0
         if tokens.refresh_token:
-            in_body = yield from _revoke_one(server, registration, tokens.refresh_token, "refresh_token", in_body)
+            shape = yield from _revoke_one(server, registration, tokens.refresh_token, "refresh_token", shape)
         try:
-            yield from _revoke_one(server, registration, tokens.access_token, "access_token", in_body)
+            yield from _revoke_one(server, registration, tokens.access_token, "access_token", shape)
         except OAuthError as exc:
             if exc.error != "unsupported_token_type" or not tokens.refresh_token:
                 raise

@@ -21,6 +21,7 @@ __all__ = [
     "code_exchange_request",
     "refresh_request",
     "revocation_request",
+    "revocation_shapes",
     "parse_token_response",
     "read_revocation_response",
     "revocation_wants_body_credentials",
@@ -70,11 +71,15 @@ def client_auth(registration: ClientRegistration, fields: dict[str, str]) -> tup
     """Add client authentication (RFC 6749 section 2.3) to a form; return extra headers."""
     method = registration.token_endpoint_auth_method
     secret = registration.client_secret
+    # client_id goes in the form with every method. Beside HTTP Basic it is the
+    # same identity, not a second credential (RFC 6749 section 3.2.1 lets a
+    # client send it), and the MCP SDKs' token handlers refuse a request
+    # without it ("Missing client_id").
+    fields["client_id"] = registration.client_id
     if method == "client_secret_basic" and secret:
         # RFC 6749 section 2.3.1: form-urlencode both parts before Basic.
         raw = f"{quote(registration.client_id, safe='')}:{quote(secret.reveal(), safe='')}"
         return (("Authorization", "Basic " + base64.b64encode(raw.encode()).decode()),)
-    fields["client_id"] = registration.client_id
     if method == "client_secret_post" and secret:
         fields["client_secret"] = secret.reveal()
     return ()
@@ -121,42 +126,54 @@ def revocation_request(
     token: Secret,
     hint: str,
     *,
-    in_body: bool = False,
+    shape: int = 0,
 ) -> HttpRequest:
-    """An RFC 7009 revocation request, in one of two shapes.
+    """An RFC 7009 revocation request, in the `shape`-th of the shapes that
+    `revocation_shapes` lists for this client.
 
-    RFC 7009 section 2.1 has the client authenticate as at the token
-    endpoint, so the first shape follows the registered
+    Shape 0 is the standard one. RFC 7009 section 2.1 has the client
+    authenticate as at the token endpoint, so it follows the registered
     `token_endpoint_auth_method` (HTTP Basic, the body, or nothing), and
-    always adds `client_id` to the body: RFC 6749 section 3.2.1 lets a
-    client identify itself that way, and beside Basic it repeats the same
-    identity rather than adding a second credential, which section 2.3
-    forbids (oidc-provider checks that the two agree).
+    adds `client_id` to the body: RFC 6749 section 3.2.1 lets a client
+    identify itself that way, and beside Basic it repeats the same identity
+    rather than adding a second credential, which section 2.3 forbids
+    (oidc-provider checks that the two agree).
 
-    `in_body=True` is the fallback for a 400 or 401 to that shape:
-    client_secret_post (RFC 6749 section 2.3.1), `client_id` and
-    `client_secret` in the body and no Authorization header, with an empty
-    `client_secret` for a public client (section 2.3.1 lets an empty secret
-    be sent or left out). The MCP SDKs' handlers need it: the Python SDK's
-    revocation form requires a `client_secret` field even from a public
-    client, and the TypeScript SDK reads a secret only from the body. The
-    secret is never sent in two places at once, and a server that accepts
-    the standard shape never sees the other one.
+    The other shapes are fallbacks, one request each, after a 400 or 401,
+    for the MCP SDKs' handlers:
+    - 1: the same authentication plus a `client_secret` field: the secret
+      for client_secret_post, empty otherwise (RFC 6749 section 2.3.1 lets
+      an empty secret be sent). The Python SDK's revocation form requires
+      the field even from a public client or beside Basic.
+    - 2 (Basic clients only): client_secret_post, no Authorization header.
+      The TypeScript SDK reads a secret only from the body.
+    The secret is never sent in two places at once, and a server that
+    accepts the standard shape never sees another one.
     """
     if not server.revocation_endpoint:
         raise ValueError("the server offers no revocation endpoint")
-    fields = {"token": token.reveal(), "token_type_hint": hint, "client_id": registration.client_id}
-    if in_body:
-        secret = registration.client_secret
+    fields = {"token": token.reveal(), "token_type_hint": hint}
+    secret = registration.client_secret
+    if shape == 2 and registration.token_endpoint_auth_method == "client_secret_basic":
+        fields["client_id"] = registration.client_id
         fields["client_secret"] = secret.reveal() if secret else ""
-        headers: tuple[tuple[str, str], ...] = ()
-    else:
-        headers = client_auth(registration, fields)
+        return form_request(server.revocation_endpoint, "revocation endpoint", fields, ())
+    headers = client_auth(registration, fields)
+    if shape >= 1:
+        fields.setdefault("client_secret", "")
     return form_request(server.revocation_endpoint, "revocation endpoint", fields, headers)
 
 
+def revocation_shapes(registration: ClientRegistration) -> int:
+    """How many shapes `revocation_request` has for this client."""
+    method, secret = registration.token_endpoint_auth_method, registration.client_secret
+    if method == "client_secret_basic" and secret:
+        return 3
+    return 1 if method == "client_secret_post" and secret else 2  # post already has the field
+
+
 def revocation_wants_body_credentials(response: HttpResponse) -> bool:
-    """Whether a refused revocation is worth one retry with `in_body=True`:
+    """Whether a refused revocation is worth a retry in the next shape:
     a 401, or a 400 that is not about the token (`unsupported_token_type`
     is the server's answer for that token, whatever the shape)."""
     if response.status == 401:
