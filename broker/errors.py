@@ -48,6 +48,7 @@ answers with and to the exit status (`exit_code`) the CLI ends with.
     │   │   └── IssuerMismatchInCallback
     │   ├── RegistrationError
     │   ├── RefreshError            refresh_failed          no fresh token, and the held one is too close to expiry
+    │   ├── ProbeFailed             the MCP server failed `test` (kind: unreachable, server_error, ...)
     │   └── OAuthError              a standard `error=` code from the server
     │       ├── AccessDenied
     │       ├── InvalidGrant
@@ -105,6 +106,7 @@ __all__ = [
     "NotConnected",
     "OAuthError",
     "PKCEUnsupported",
+    "ProbeFailed",
     "RedirectPortUnavailable",
     "RefreshError",
     "RegistrationError",
@@ -350,6 +352,21 @@ class RefreshError(RemoteError):
     """A refresh failed (the network, a 5xx) and the token held is too close to expiry to serve."""
 
     code = "refresh_failed"
+
+
+class ProbeFailed(RemoteError):
+    """`test NAME` (MCP initialize and tools/list) failed at the server's end.
+    `kind` says how, for `--json`: unreachable, timeout, unauthorized,
+    insufficient_scope (with `scope` when the server named it), forbidden,
+    server_error (with `status`), not_mcp or mcp_error."""
+
+    def __init__(
+        self, kind: str, message: str, *, status: int | None = None, scope: tuple[str, ...] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+        self.scope = scope
 
 
 class OAuthError(RemoteError):

@@ -105,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "proxy", "serve a connection to stdio-only MCP clients")
     p.add_argument("name", help=NAME_HELP)
 
+    p = _command(sub, "test", "check that the MCP server answers (initialize, tools/list)")
+    p.add_argument("name", help=NAME_HELP)
+    p.add_argument("--json", action="store_true", help="print the result (or the failure) as one JSON object")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS", help="give up after this long (30)")
+
     from .snippets import CLIENTS
 
     p = _command(sub, "config", "print the config that points an MCP client at the broker")
@@ -613,6 +618,35 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_test(args: argparse.Namespace) -> int:
+    import anyio
+
+    from ..client.api_client import quote
+    from ..client.probe import failure_json, probe
+    from ..errors import BrokerError
+
+    if not args.verbose:  # the SDK logs parse failures with a traceback; the failure is our one line
+        logging.getLogger("mcp").setLevel(logging.CRITICAL)
+    try:
+        service = _require_service()
+        view = _call(service, "GET", f"/v1/connections/{quote(args.name)}")
+        result = anyio.run(lambda: probe(args.name, view["server_url"], tokens=service, timeout=args.timeout))
+    except BrokerError as exc:
+        if args.json:
+            print(json.dumps(failure_json(args.name, exc)))
+        _err(f"test {args.name} failed: {exc}")
+        return exc.exit_code
+    if args.json:
+        print(json.dumps(result.to_json()))
+        return 0
+    print(f"{args.name}: OK, the MCP server answers with the broker's token")
+    print(f"  server      {result.server()}")
+    print(f"  protocol    {result.protocol_version}")
+    print(f"  tools       {result.tools}")
+    print(f"  round trip  {result.round_trip_ms:.0f} ms (tools/list; initialize took {result.initialize_ms:.0f} ms)")
+    return 0
+
+
 def cmd_gui(args: argparse.Namespace) -> int:
     # Exec the ui package instead of importing it: broker never imports Qt.
     import importlib.util
@@ -749,6 +783,7 @@ COMMANDS = {
     "headers": cmd_headers,
     "serve": cmd_serve,
     "proxy": cmd_proxy,
+    "test": cmd_test,
     "config": cmd_config,
     "gui": cmd_gui,
     "audit": cmd_audit,
