@@ -541,3 +541,20 @@ def test_toolbar_and_details_agree_by_state(qtbot, request, user_dirs, tmp_path,
     assert asked == {}
     window.remove_action.trigger()
     assert asked["title"] == "Remove demo?" and "revoke" not in asked["text"]
+
+
+def test_a_refused_revocation_is_said_in_a_box_not_only_the_status_bar(qtbot, gui):
+    from .servers.fixtures import SdkAsServer
+
+    _, bridge, window = gui
+    with SdkAsServer(refuse_revocation=True) as server:
+        add_via_dialog(qtbot, window, "stubborn", server.url).add_button.click()
+        qtbot.waitUntil(lambda: row_status(window, "stubborn") == "connected", timeout=30000)
+        window.select("stubborn")
+        answer_next_box(qtbot, "Disconnect")
+        window.disconnect_action.trigger()  # returns once the confirmation is answered
+        told = answer_next_box(qtbot, "OK")
+        qtbot.waitUntil(lambda: "text" in told, timeout=20000)
+    assert told["title"] == "stubborn: not revoked at the server"
+    assert "refused to revoke the tokens" in told["text"] and "stay valid until they expire" in told["text"]
+    assert row_status(window, "stubborn") == "not_connected"

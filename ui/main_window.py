@@ -443,7 +443,18 @@ class MainWindow(QMainWindow):
             "Disconnect",
         ):
             return
-        self.bridge.run(lambda s: s.disconnect(name), lambda r: self._after(f"Disconnected {name}", r), self._error)
+        self.bridge.run(lambda s: s.disconnect(name), lambda r: self._disconnected(name, r), self._error)
+
+    def _disconnected(self, name: str, result: dict[str, Any]) -> None:
+        revocation = result.get("revocation") or {}
+        if not revocation.get("still_valid"):
+            self._after(f"Disconnected {name}", result)
+            return
+        # The tokens keep working elsewhere: too important for the status bar alone.
+        from .plaintext import warn
+
+        self.statusBar().showMessage(f"Disconnected {name}; not revoked at the server", 8000)
+        warn(self, f"{name}: not revoked at the server", str(result.get("warning") or ""))
 
     def remove_connection(self, name: str, *, confirm: bool = True) -> None:
         row = self.model.row(name)
