@@ -32,10 +32,8 @@ __all__ = ["ApprovalDialog"]
 
 
 class ApprovalDialog(QDialog):
-    def __init__(
-        self, bridge: Bridge, request: Any, *, timeout: float | None = None, parent: QWidget | None = None
-    ) -> None:
-        """`timeout` is not used: the request's own deadline, from the service, decides."""
+    def __init__(self, bridge: Bridge, request: Any, *, parent: QWidget | None = None) -> None:
+        """The request's own deadline, from the service, decides how long it waits."""
         super().__init__(parent)
         self.bridge = bridge
         self.request = request

@@ -599,7 +599,7 @@ class MainWindow(QMainWindow):
     def ask_approval(self, request: Any) -> ApprovalDialog:
         from .approval import ApprovalDialog
 
-        dialog = ApprovalDialog(self.bridge, request, timeout=self.bridge.service.approval_timeout, parent=self)
+        dialog = ApprovalDialog(self.bridge, request, parent=self)
         self._keep(dialog)
         dialog.show()
         dialog.raise_()
