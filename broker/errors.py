@@ -10,7 +10,8 @@ answers with and to the exit status (`exit_code`) the CLI ends with.
     │   ├── InvalidName
     │   ├── InvalidURL
     │   ├── UnknownConnection       unknown_connection
-    │   └── ConnectionExists
+    │   ├── ConnectionExists
+    │   └── ImportRefused           an import that would lose or mix up the user's data
     ├── AuthorizationRequired       authorization_required  the connection needs `connect` (again)
     │   └── NotConnected
     ├── ClientRefused               access_denied           this client may not have the token
@@ -28,7 +29,9 @@ answers with and to the exit status (`exit_code`) the CLI ends with.
     │   ├── SchemaTooNew
     │   ├── UnsafeSocketDir         a directory on the socket's path is not private to you
     │   ├── SocketPathTooLong
-    │   └── UntrustedListener       the socket's listener runs as another user
+    │   ├── UntrustedListener       the socket's listener runs as another user
+    │   ├── ClientConfigUnreadable  an MCP client's config file `import` cannot read
+    │   └── ClientConfigChanged     that file changed between `import` reading and rewriting it
     ├── FlowError                   flow_error              the interactive login did not complete
     │   ├── FlowTimeout
     │   ├── FlowCancelled
@@ -125,6 +128,9 @@ __all__ = [
     "UnsafeEndpoint",
     "UnsafeSocketDir",
     "UntrustedListener",
+    "ClientConfigUnreadable",
+    "ClientConfigChanged",
+    "ImportRefused",
     "UsageError",
     "VaultCorrupt",
     "VaultKeyMismatch",
@@ -274,6 +280,18 @@ class SocketPathTooLong(StorageError):
 
 class UntrustedListener(StorageError):
     """Whoever listens on the socket is not us: nothing was sent to it."""
+
+
+class ClientConfigUnreadable(StorageError):
+    """An MCP client's config file is not what its client documents (see broker.importing)."""
+
+
+class ClientConfigChanged(StorageError):
+    """The client's config file changed after `import` read it: nothing was written."""
+
+
+class ImportRefused(UsageError):
+    """`import` will not do this as asked (one line says why and what to do)."""
 
 
 class FlowError(BrokerError):

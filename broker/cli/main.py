@@ -121,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the MCP client to configure (claude-code)",
     )
 
+    from .import_cmd import add_arguments as import_arguments
+
+    p = _command(sub, "import", "bring in servers from other MCP clients and mcp-remote")
+    import_arguments(p)
+
     p = _command(sub, "gui", "open the desktop app (runs the service inside it)")
     # Declared here, not passed through as a REMAINDER: argparse hands options
     # that lead a REMAINDER to the parent parser, which refuses them.
@@ -525,6 +530,12 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from .import_cmd import run_import
+
+    return run_import(args, _service(), _engine)
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     from ..client.fastpath import run
     from ..model import check_name
@@ -785,6 +796,7 @@ COMMANDS = {
     "proxy": cmd_proxy,
     "test": cmd_test,
     "config": cmd_config,
+    "import": cmd_import,
     "gui": cmd_gui,
     "audit": cmd_audit,
     "grants": cmd_grants,

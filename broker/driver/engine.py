@@ -30,6 +30,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from ..errors import (
     BrokerError,
     ConnectionExists,
+    ImportRefused,
     UnknownConnection,
     UsageError,
 )
@@ -240,6 +241,39 @@ class Engine:
 
         await self.store.update(store, secrets=client_secret is not None)
         return settings
+
+    async def adopt(self, name: str, tokens: TokenSet, registration: ClientRegistration) -> dict[str, Any]:
+        """Take over tokens another tool obtained (`import --from mcp-remote`)
+        for connection `name`, just added with discovery. The registration
+        must be the discovered issuer's; the record is bound to the endpoints
+        discovered now, as a login would. A connection that holds tokens is
+        never overwritten."""
+        settings = (await off_loop(self.store.load_settings)).get(name)
+        if settings is None:
+            raise UnknownConnection(name)
+        discovered = settings.discovered
+        if discovered is None or registration.issuer != discovered.issuer:
+            raise ImportRefused(
+                f"the stored client of {name} belongs to another authorization server than "
+                f"{settings.server_url} names now; run `mcp-token-broker connect {name}` instead"
+            )
+
+        def store(txn: Transaction) -> None:
+            current, st = txn.get(name)
+            if st.tokens is not None:
+                raise ImportRefused(f"{name} already holds tokens; `mcp-token-broker disconnect {name}` first")
+            txn.states[name] = replace(
+                st,
+                registration=registration,
+                tokens=tokens,
+                requested_scope=tokens.scope or discovered.scopes,
+                reauth_required=False,
+                last_error=None,
+                binding=Binding.of(current.server_url, discovered),
+            )
+
+        await self.store.update(store)
+        return await off_loop(self.show, name)
 
     async def remove(self, name: str) -> str | None:
         """Forget a connection, revoking its tokens first when possible.

@@ -43,8 +43,12 @@ async def off_loop(fn: Callable[..., T], *args: Any) -> T:
         raise
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    ensure_private_dir(path.parent)
+def atomic_write(path: Path, data: bytes, *, private_dir: bool = True) -> None:
+    """Replace `path` with `data` (0600). `private_dir=False` leaves the
+    directory as it is: a file of another program's (an MCP client's config in
+    the home or a project directory) must not tighten that directory."""
+    if private_dir:
+        ensure_private_dir(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
