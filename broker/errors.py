@@ -11,6 +11,7 @@ answers with and to the exit status (`exit_code`) the CLI ends with.
     │   ├── InvalidURL
     │   ├── UnknownConnection       unknown_connection
     │   ├── ConnectionExists
+    │   ├── DeviceLoginUnsupported  `connect --device` where the server offers no device login
     │   └── ImportRefused           an import that would lose or mix up the user's data
     ├── AuthorizationRequired       authorization_required  the connection needs `connect` (again)
     │   └── NotConnected
@@ -34,6 +35,7 @@ answers with and to the exit status (`exit_code`) the CLI ends with.
     │   └── ClientConfigChanged     that file changed between `import` reading and rewriting it
     ├── FlowError                   flow_error              the interactive login did not complete
     │   ├── FlowTimeout
+    │   │   └── DeviceCodeExpired   the device login's code ran out (RFC 8628 expired_token)
     │   ├── FlowCancelled
     │   ├── RedirectPortUnavailable
     │   └── BrowserRefused
@@ -92,6 +94,8 @@ __all__ = [
     "CallbackRejected",
     "ClientRefused",
     "ConnectionExists",
+    "DeviceCodeExpired",
+    "DeviceLoginUnsupported",
     "DiscoveryError",
     "FlowCancelled",
     "FlowError",
@@ -290,6 +294,10 @@ class ClientConfigChanged(StorageError):
     """The client's config file changed after `import` read it: nothing was written."""
 
 
+class DeviceLoginUnsupported(UsageError):
+    pass
+
+
 class ImportRefused(UsageError):
     """`import` will not do this as asked (one line says why and what to do)."""
 
@@ -299,6 +307,10 @@ class FlowError(BrokerError):
 
 
 class FlowTimeout(FlowError):
+    pass
+
+
+class DeviceCodeExpired(FlowTimeout):
     pass
 
 

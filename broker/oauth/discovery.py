@@ -91,6 +91,8 @@ class AuthServerMetadata:
     #: Which well-known document answered.
     source: Literal["oauth", "openid"]
     url: str
+    #: RFC 8628: where a login without a browser on this machine starts.
+    device_authorization_endpoint: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -113,6 +115,7 @@ class AuthServerMetadata:
             "client_id_metadata_document_supported": self.client_id_metadata_document_supported,
             "source": self.source,
             "url": self.url,
+            "device_authorization_endpoint": self.device_authorization_endpoint,
         }
 
     @classmethod
@@ -135,6 +138,7 @@ class AuthServerMetadata:
             client_id_metadata_document_supported=bool(data.get("client_id_metadata_document_supported")),
             source=data.get("source", "oauth"),
             url=data.get("url", ""),
+            device_authorization_endpoint=data.get("device_authorization_endpoint"),
         )
 
 
@@ -317,6 +321,7 @@ def parse_auth_server_metadata(
         client_id_metadata_document_supported=doc.get("client_id_metadata_document_supported") is True,
         source=source,
         url=url,
+        device_authorization_endpoint=_endpoint(doc, "device_authorization_endpoint"),
     )
 
 

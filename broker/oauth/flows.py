@@ -11,6 +11,7 @@ returns its result; it never touches the network, the browser or the store.
     FlowEvent                   None (progress, shown to the user)
     Registered                  None, once the registration is in the vault
     NeedCode                    the authorization code (a browser round trip)
+    Wait                        None, after sleeping that long (device login polls)
 
 An error the driver meets while answering (a `NetworkError`, an
 `UnsafeEndpoint`, a `FlowTimeout`) is thrown into the flow at its `yield`, so
@@ -30,13 +31,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from ..errors import (
     BadResponse,
+    DeviceLoginUnsupported,
     DiscoveryError,
     InvalidClient,
+    NetworkError,
     OAuthError,
     RegistrationError,
     RemoteError,
@@ -52,6 +55,15 @@ from ..model import (
 from ..secret import Secret
 from ..timeleft import expiry
 from .authorization import PendingAuthorization, start_authorization
+from .device import (
+    DEVICE_GRANT,
+    DevicePoller,
+    Wait,
+    device_authorization_request,
+    device_token_request,
+    parse_device_authorization,
+    read_poll,
+)
 from .discovery import (
     AuthServerMetadata,
     ResourceMetadata,
@@ -92,8 +104,10 @@ __all__ = [
     "Revocation",
     "RevocationOutcome",
     "Step",
+    "Wait",
     "check_client_issuer",
     "client_recognised_flow",
+    "device_login_flow",
     "disconnect_flow",
     "discovery_flow",
     "login_flow",
@@ -107,7 +121,13 @@ T = TypeVar("T")
 
 #: The authorization server endpoints that discovery checks against the
 #: connection's endpoint policy: the browser goes to the first, secrets to the others.
-CHECKED_ENDPOINTS = ("authorization_endpoint", "token_endpoint", "registration_endpoint", "revocation_endpoint")
+CHECKED_ENDPOINTS = (
+    "authorization_endpoint",
+    "token_endpoint",
+    "registration_endpoint",
+    "revocation_endpoint",
+    "device_authorization_endpoint",
+)
 
 
 @dataclass(frozen=True)
@@ -115,17 +135,31 @@ class FlowEvent:
     """Progress of a `connect`, for the CLI's stderr and the GUI."""
 
     stage: Literal[
-        "discovering", "registering", "waiting_for_browser", "browser_failed", "paste_rejected", "exchanging", "done"
+        "discovering",
+        "registering",
+        "waiting_for_browser",
+        "browser_failed",
+        "paste_rejected",
+        "exchanging",
+        "waiting_for_device",
+        "slow_down",
+        "done",
     ]
     message: str
     url: str | None = None
+    #: Device login (`waiting_for_device`): the code the user enters at `url`,
+    #: the URL that carries it, and when it expires. Shown, never logged.
+    user_code: str | None = field(default=None, repr=False)
+    url_complete: str | None = field(default=None, repr=False)
+    expires_at: float | None = None
 
 
 @dataclass(frozen=True)
 class CheckEndpoint:
     """Refuse to go on unless this connection may send to `url` (`broker.oauth.netpolicy`)."""
 
-    url: str
+    #: Out of the repr: a device login's `verification_uri_complete` carries the user code.
+    url: str = field(repr=False)
     what: str
 
 
@@ -144,7 +178,7 @@ class Registered:
     registration: ClientRegistration
 
 
-Step = HttpRequest | CheckEndpoint | FlowEvent | NeedCode | Registered
+Step = HttpRequest | CheckEndpoint | FlowEvent | NeedCode | Registered | Wait
 #: A flow yields steps, is sent their answers, and returns a `T`.
 Flow = Generator[Step, Any, T]
 
@@ -331,6 +365,103 @@ def login_flow(
         registration = yield from registration_flow(settings, state, discovered, redirect_uri, clock(), force_new=True)
         yield Registered(registration)
     raise AssertionError("unreachable: the second attempt returns or raises")
+
+
+# -- device login (RFC 8628) ------------------------------------------------------
+
+
+def _device_registration(
+    settings: ConnectionSettings, state: ConnectionState, discovered: Discovered, now: float, *, force_new: bool
+) -> Flow[ClientRegistration]:
+    """The client for a device login. A dynamic client is registered with
+    the device grant beside the code grant (and the same redirect URI), so it
+    serves both logins; a stored one is tried first, and the device
+    authorization endpoint's `unauthorized_client` sends us here again."""
+    existing = state.registration
+    port = f":{settings.redirect_port}" if settings.redirect_port else ""
+    redirect_uri = existing.redirect_uri if existing else f"http://127.0.0.1{port}{settings.redirect_path}"
+    if discovered.registration_method != "dynamic":
+        return (yield from registration_flow(settings, state, discovered, redirect_uri, now))
+    if (
+        not force_new
+        and existing is not None
+        and existing.method == "dynamic"
+        and existing.issuer == discovered.issuer
+        and not existing.expired(now)
+    ):
+        return existing
+    server = discovered.auth_server
+    yield FlowEvent("registering", f"registering with {discovered.issuer}")
+    request = registration_request(
+        server, redirect_uri=redirect_uri, scope=discovered.scopes, extra_grants=(DEVICE_GRANT,)
+    )
+    response = yield request
+    return parse_registration_response(response, server=server, redirect_uri=redirect_uri)
+
+
+def device_login_flow(
+    settings: ConnectionSettings,
+    state: ConnectionState,
+    discovered: Discovered,
+    clock: Callable[[], float],
+) -> Flow[tuple[ClientRegistration, TokenSet]]:
+    """Log in on another device (RFC 8628): get a user code, show it with
+    the verification URL, and poll the token endpoint at the server's
+    interval (5 s more after each `slow_down`, doubled after a network
+    error) until the user finishes, refuses, or the code expires."""
+    server = discovered.auth_server
+    endpoint = server.device_authorization_endpoint
+    if not endpoint:
+        raise DeviceLoginUnsupported(
+            f"{discovered.issuer} offers no device login (no device_authorization_endpoint); log in with a browser"
+        )
+    resource = discovered.resource if settings.use_resource else None
+    registration = yield from _device_registration(settings, state, discovered, clock(), force_new=False)
+    yield Registered(registration)
+    for attempt in (1, 2):
+        request = device_authorization_request(
+            server, endpoint, registration, scope=discovered.scopes, resource=resource
+        )
+        try:
+            authorization = parse_device_authorization((yield request), now=clock())
+            break
+        except InvalidClient:  # unauthorized_client too: a client registered without the device grant
+            if registration.method != "dynamic" or attempt == 2:
+                raise
+        registration = yield from _device_registration(settings, state, discovered, clock(), force_new=True)
+        yield Registered(registration)
+    else:
+        raise AssertionError("unreachable: the second attempt breaks or raises")
+    # The user is sent to these: the same policy as the authorization endpoint.
+    yield CheckEndpoint(authorization.verification_uri, f"`verification_uri` of {discovered.issuer}")
+    if authorization.verification_uri_complete:
+        yield CheckEndpoint(
+            authorization.verification_uri_complete, f"`verification_uri_complete` of {discovered.issuer}"
+        )
+    yield FlowEvent(
+        "waiting_for_device",
+        f"on any device, open {authorization.verification_uri} and enter the code",
+        url=authorization.verification_uri,
+        user_code=authorization.user_code,
+        url_complete=authorization.verification_uri_complete,
+        expires_at=authorization.expires_at,
+    )
+    poller = DevicePoller(authorization)
+    while True:
+        yield Wait(poller.next_wait(clock()))
+        request = device_token_request(server, registration, device_code=authorization.device_code, resource=resource)
+        try:
+            response = yield request
+        except NetworkError as exc:
+            poller.backoff()
+            log.info("polling the token endpoint failed (%s); next poll in %d s", exc, poller.interval)
+            continue
+        answer = read_poll(response, now=clock(), requested_scope=discovered.scopes)
+        if not isinstance(answer, str):
+            return registration, answer
+        poller.answered(answer)
+        if answer == "slow_down":
+            yield FlowEvent("slow_down", f"the server asked to poll less often: every {poller.interval} s")
 
 
 # -- revocation -------------------------------------------------------------------

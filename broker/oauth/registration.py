@@ -134,14 +134,19 @@ def metadata_document_client(server: AuthServerMetadata, *, url: str, redirect_u
     )
 
 
-def registration_request(server: AuthServerMetadata, *, redirect_uri: str, scope: tuple[str, ...]) -> HttpRequest:
+def registration_request(
+    server: AuthServerMetadata, *, redirect_uri: str, scope: tuple[str, ...], extra_grants: tuple[str, ...] = ()
+) -> HttpRequest:
+    """An RFC 7591 request for a public native client; `extra_grants` adds
+    grant types (the device grant, which servers only allow clients that
+    registered it)."""
     if not server.registration_endpoint:
         raise UsageError("the authorization server has no registration endpoint")
     body: dict[str, Any] = {
         "client_name": CLIENT_NAME,
         "application_type": "native",
         "redirect_uris": [redirect_uri],
-        "grant_types": ["authorization_code", "refresh_token"],
+        "grant_types": ["authorization_code", "refresh_token", *extra_grants],
         "response_types": ["code"],
         "token_endpoint_auth_method": "none",
     }

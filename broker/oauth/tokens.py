@@ -26,6 +26,7 @@ __all__ = [
     "read_revocation_response",
     "revocation_wants_body_credentials",
     "client_auth",
+    "token_error",
 ]
 
 #: `expires_in` above this (ten years) is treated as nonsense.
@@ -185,6 +186,12 @@ def revocation_wants_body_credentials(response: HttpResponse) -> bool:
     except BadResponse:
         return True
     return error != "unsupported_token_type"
+
+
+def token_error(response: HttpResponse, where: str) -> Exception:
+    """The error a refused token-endpoint-style request means: the server's
+    OAuth error, or a `BadResponse` when it sent none."""
+    return _error_from(response, where)
 
 
 def _error_from(response: HttpResponse, where: str) -> Exception:
