@@ -27,6 +27,13 @@ Modes (env ``BROWSER_MODE``):
     Same, but on the consent page follow the "Cancel" (``.../abort``) link
     instead of consenting, so the server redirects to the callback with
     ``error=access_denied``; that callback is delivered.
+``device``
+    The user on their phone, for a device login (RFC 8628): open the URL
+    (the ``verification_uri``, or the ``verification_uri_complete`` that
+    carries the code), type ``BROWSER_USER_CODE`` into the code form if one
+    is shown, confirm, log in and consent as in ``follow``; done when the
+    server shows its success page (a page without a form, after a form was
+    submitted). Nothing is delivered to the app: it learns by polling.
 ``print``
     Do not visit anything: append the URL to ``BROWSER_LOG`` and exit 0 (for
     tests that forge or paste the callback themselves).
@@ -81,6 +88,7 @@ LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 LOG_PATH = os.environ.get("BROWSER_LOG")
 MODE = os.environ.get("BROWSER_MODE", "follow").strip().lower() or "follow"
 LOGIN = os.environ.get("BROWSER_LOGIN", "alice")
+USER_CODE = os.environ.get("BROWSER_USER_CODE", "")
 PASSWORD = "secret"
 
 
@@ -196,6 +204,8 @@ def form_data(form: dict) -> list[tuple[str, str]]:
                 data.append((name, a.get("value", "on")))
         elif tag in ("select", "textarea"):
             data.append((name, a.get("value", "")))
+        elif name == "user_code":  # the device login's code form
+            data.append((name, USER_CODE))
         else:  # text, email, and untyped inputs
             data.append((name, LOGIN))
     return data
@@ -253,6 +263,7 @@ class Browser:
 
     def run(self, url: str) -> int:
         method, body = "GET", None
+        submitted = False
         for step in range(1, MAX_STEPS + 1):
             try:
                 status, headers, text = self.request(method, url, body)
@@ -280,6 +291,9 @@ class Browser:
 
             page = _Page()
             page.feed(text)
+            if MODE == "device" and submitted and not page.forms:
+                log(f"step {step}: device login finished: {'Success' in text}")
+                return 0 if "Success" in text else self.unexpected(status, url, text, "no success page")
             if len(page.forms) != 1:
                 return self.unexpected(status, url, text, f"{len(page.forms)} forms on page")
             form = page.forms[0]
@@ -296,6 +310,7 @@ class Browser:
             encoded = urllib.parse.urlencode(form_data(form))
             # Field names only: values may include the password.
             log(f"step {step}: submitting form ({form['method']}) to {action}")
+            submitted = True
             if form["method"] == "post":
                 method, body, url = "POST", encoded.encode("ascii"), action
             else:
@@ -323,7 +338,7 @@ def main(argv: list[str]) -> int:
         subprocess.run(shlex.split(os.environ["BROWSER_FIRST"]), input=url, text=True, timeout=60, check=False)
     if MODE == "print":
         return 0
-    if MODE not in ("follow", "deny"):
+    if MODE not in ("follow", "deny", "device"):
         log(f"unknown BROWSER_MODE {MODE!r}")
         return 1
 

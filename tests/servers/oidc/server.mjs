@@ -11,6 +11,8 @@
 //                  run time with POST /__test/resources.
 //   --access-ttl   access token lifetime in seconds (default 300).
 //   --refresh-ttl  refresh token lifetime in seconds (default 86400).
+//   --device-interval  the `interval` (seconds) device authorization answers
+//                  carry (default 1: tests need not wait RFC 8628's 5 s).
 //   --keys-file    JSON file holding the RS256 signing JWK. Created if missing,
 //                  reused if present, so a restarted server keeps its signing key
 //                  (tokens issued before a restart still verify at the MCP server).
@@ -28,6 +30,11 @@
 //   POST /__test/resources       body {"resource": URL}: accept another resource
 //   POST /__test/outage          body {"status": 503}: the token endpoint answers
 //                                that status (a server outage); {"status": 0} ends it
+//   POST /__test/device-slow-down  body {"count": N}: the next N device_code polls
+//                                that would be authorization_pending answer slow_down
+//
+// Device login (RFC 8628) is on: POST /device/auth, and the user's page at
+// /device (enter the code, confirm, then the same login and consent forms).
 //
 // Interactions use oidc-provider's devInteractions (login form: any login name
 // and any password; then a consent form), which tests drive with
@@ -54,6 +61,7 @@ const { values: args } = parseArgs({
     'access-ttl': { type: 'string', default: '300' },
     'refresh-ttl': { type: 'string', default: '86400' },
     'keys-file': { type: 'string' },
+    'device-interval': { type: 'string', default: '1' },
   },
   strict: true,
 });
@@ -70,6 +78,8 @@ function intArg(name) {
 const requestedPort = intArg('port');
 const accessTtl = intArg('access-ttl');
 const refreshTtl = intArg('refresh-ttl');
+const deviceInterval = intArg('device-interval');
+let slowDownsLeft = 0;
 const resources = new Set(args.resource);
 
 // ------------------------------------------------------------ memory adapter --
@@ -182,6 +192,8 @@ function emptyStats() {
     authorizations: { success: 0, errors: {} },
     // dynamic client registration (RFC 7591) and management (RFC 7592)
     registrations: { created: 0, updated: 0, deleted: 0, errors: {} },
+    // device login (RFC 8628): authorizations handed out, polls answered by error
+    device: { authorizations: 0, polls: {}, slow_downs_sent: 0 },
   };
 }
 
@@ -244,6 +256,11 @@ async function handleTestEndpoint(req, res, path) {
     const body = await readJson(req).catch(() => ({}));
     outageStatus = Number(body.status) || 0;
     return sendJson(res, 200, { outage: outageStatus });
+  }
+  if (req.method === 'POST' && path === '/__test/device-slow-down') {
+    const body = await readJson(req).catch(() => ({}));
+    slowDownsLeft = Number(body.count) || 0;
+    return sendJson(res, 200, { slow_downs_left: slowDownsLeft });
   }
   if (req.method === 'POST' && path === '/__test/resources') {
     let body;
@@ -326,6 +343,7 @@ const configuration = {
     devInteractions: { enabled: true },
     registration: { enabled: true, initialAccessToken: false },
     registrationManagement: { enabled: true },
+    deviceFlow: { enabled: true },
     revocation: { enabled: true },
     resourceIndicators: {
       enabled: true,
@@ -376,6 +394,24 @@ for (const event of ['registration_create.error', 'registration_read.error',
 }
 provider.on('revocation.error', (ctx, err) => bump(stats.revocation_errors, err.error ?? 'server_error'));
 provider.on('server_error', (ctx, err) => console.error('oidc-provider server_error:', err));
+
+// Device login: the interval this server asks for, and slow_down on request.
+provider.use(async (ctx, next) => {
+  await next();
+  if (ctx.oidc?.route === 'device_authorization' && ctx.status === 200 && ctx.body) {
+    ctx.body.interval = deviceInterval;
+    stats.device.authorizations += 1;
+  }
+  if (ctx.oidc?.route === 'token' && ctx.oidc.params?.grant_type === 'urn:ietf:params:oauth:grant-type:device_code'
+    && ctx.status === 400 && ctx.body?.error) {
+    if (ctx.body.error === 'authorization_pending' && slowDownsLeft > 0) {
+      slowDownsLeft -= 1;
+      stats.device.slow_downs_sent += 1;
+      ctx.body = { error: 'slow_down', error_description: 'poll less often' };
+    }
+    bump(stats.device.polls, ctx.body.error);
+  }
+});
 
 // Revocation has no success event: observe the finished request instead.
 provider.use(async (ctx, next) => {
