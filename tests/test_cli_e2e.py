@@ -10,6 +10,7 @@ import base64
 import json
 import re
 import socket
+import subprocess
 import time
 
 import anyio
@@ -18,6 +19,8 @@ import pytest
 from broker.storage.keystore import KeyringKeyStore
 from broker.storage.paths import Paths
 from broker.storage.store import Store
+
+from .conftest import Cli, start_service
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -278,6 +281,40 @@ def test_no_keyring_is_a_clear_error_and_key_file_is_opt_in(cli, stack, tmp_path
     assert oct(key.stat().st_mode & 0o777) == "0o600"
     r = cli("list", "--json", env={**no_bus, "MCP_TOKEN_BROKER_KEY_FILE": str(key)})
     assert r.returncode == 0 and r.json()["connections"][0]["status"] == "connected"
+
+
+def test_add_without_a_keyring_fails_up_front_as_list_does(cli, stack):
+    """Issue 10, item 15: no D-Bus session (so no Secret Service) makes `add`
+    refuse before it writes anything, with `list`'s line and exit status,
+    instead of accepting a connection that `connect` cannot store; directly
+    and through a `serve` started first, as the quick start does."""
+    _, mcp = stack
+    no_bus = {k: v for k, v in cli.env.items() if k != "DBUS_SESSION_BUS_ADDRESS"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([cli.exe, *args], env=no_bus, capture_output=True, text=True, timeout=60)
+
+    def refused(r: subprocess.CompletedProcess[str]) -> None:
+        assert r.returncode == 3, (r.stdout, r.stderr)
+        assert "no OS keyring" in r.stderr and "--key-file" in r.stderr and len(r.stderr.splitlines()) == 1
+        assert r.stdout == ""
+
+    settings = Paths.default().connections_file
+    service = start_service(Cli(no_bus, cli.browser_log))  # a fresh machine: it starts, nothing to decrypt
+    try:
+        refused(run("add", "fresh", mcp.url))
+    finally:
+        assert service.stop() == 0, service.log
+    assert not settings.exists()
+    refused(run("add", "fresh", mcp.url))  # no service
+    assert not settings.exists()
+
+    assert cli("add", "first", mcp.url).returncode == 0  # with the keyring
+    before = settings.read_bytes()
+    listed, added = run("list"), run("add", "second", mcp.url)
+    refused(listed)
+    assert added.returncode == listed.returncode and added.stderr == listed.stderr
+    assert settings.read_bytes() == before  # nothing written for "second"
 
 
 def test_corrupt_vault_is_an_error_and_left_alone(cli, stack):

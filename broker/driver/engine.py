@@ -210,6 +210,9 @@ class Engine:
             raise UsageError("--redirect-port must be between 1 and 65535")
         if not redirect_path.startswith("/"):
             redirect_path = "/" + redirect_path
+        # Open the key store now, as `list` does: without a keyring the connection
+        # could never be connected, so refuse before discovery writes anything.
+        await off_loop(lambda: self.store.vault)
         discovered = await self.discover(
             server_url, scopes=scopes, client_id=client_id, client_metadata_url=client_metadata_url
         )
