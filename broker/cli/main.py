@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--client",
         choices=tuple(CLIENTS),
         default="claude-code",
-        help="the MCP client to configure (claude-code)",
+        help="the MCP client to configure (default claude-code); docs/clients.md says where each snippet goes",
     )
 
     from .import_cmd import add_arguments as import_arguments

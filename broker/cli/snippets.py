@@ -5,19 +5,23 @@ running its own OAuth flow. The command it names must be one the client can
 start: clients run it with their own PATH, on which a checkout's `.venv/bin`
 is not, so a command PATH does not find is written as this install's
 absolute path.
+
+docs/clients.md says, for each client, where its snippet goes and what
+happens when a token expires or the connection logs in again.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import sys
 
 from ..client.socketpath import default_socket_path
 
-__all__ = ["CLIENTS", "PROG", "client_command", "snippet"]
+__all__ = ["CLIENTS", "PROG", "client_command", "codex_key", "snippet"]
 
 PROG = "mcp-token-broker"
 
@@ -26,6 +30,8 @@ CLIENTS = {
     "claude-desktop": "Claude Desktop",
     "cursor": "Cursor",
     "vscode": "VS Code",
+    "codex": "Codex CLI",
+    "windsurf": "Windsurf",
     "curl": "curl",
 }
 
@@ -42,6 +48,20 @@ def client_command() -> str:
     return script if os.access(script, os.X_OK) else PROG
 
 
+def _toml_string(value: str) -> str:
+    """A TOML basic string. JSON's escapes are TOML's, but TOML also wants DEL
+    escaped, and JSON's surrogate pairs for astral characters are not TOML, so
+    those stay literal (ensure_ascii=False)."""
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def codex_key(name: str) -> str:
+    """The `[mcp_servers.KEY]` Codex starts: it refuses a server name outside
+    [A-Za-z0-9_-] (a connection name may hold '.'), and such a key is also a
+    bare TOML key, so it needs no quoting. The proxy's argument keeps the name."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", name)
+
+
 def snippet(client: str, name: str, server_url: str, *, command: str | None = None) -> str:
     """The text to paste for `client` (a key of CLIENTS); `command` defaults
     to client_command()."""
@@ -56,8 +76,11 @@ def snippet(client: str, name: str, server_url: str, *, command: str | None = No
     # MCP on stdin/stdout and forwards to the remote server with a fresh token
     # on every request.
     stdio = {"command": command, "args": ["proxy", name]}
-    if client in ("claude-desktop", "cursor"):
+    if client in ("claude-desktop", "cursor", "windsurf"):
         return json.dumps({"mcpServers": {name: stdio}}, indent=2)
+    if client == "codex":
+        args = ", ".join(_toml_string(a) for a in ("proxy", name))
+        return f"[mcp_servers.{codex_key(name)}]\ncommand = {_toml_string(command)}\nargs = [{args}]"
     if client == "vscode":
         return json.dumps({"servers": {name: {"type": "stdio", **stdio}}}, indent=2)
     if client == "curl":
