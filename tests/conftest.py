@@ -88,6 +88,9 @@ def cli(user_dirs, tmp_path):
     env["BROWSER"] = BROWSER_SCRIPT
     env["BROWSER_LOG"] = str(log)
     env.pop("MCP_TOKEN_BROKER_DEBUG", None)
+    # Over SSH without a display, `connect` logs in on another device: tests choose.
+    env.pop("SSH_CONNECTION", None)
+    env.pop("SSH_TTY", None)
     return Cli(env, log)
 
 

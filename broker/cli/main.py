@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument(
         "--paste", action="store_true", help="print the URL, then paste back the address the browser ended on"
     )
+    mode.add_argument(
+        "--device",
+        action="store_true",
+        help="log in on another device: print a URL and a code to enter there (RFC 8628; the default over SSH)",
+    )
+    mode.add_argument("--browser", action="store_true", help="the browser login, even over SSH")
     p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS", help="give up after this long (300)")
 
     p = _command(sub, "list", "list connections with status, scopes and expiry")
@@ -341,7 +347,16 @@ def _connect_via_service(service: Any, name: str, mode: str, on_event: Any, time
             wait = min(POLL_WAIT, math.ceil(max(0.0, deadline - time.monotonic())))
             state = _call(service, "GET", f"/v1/flows/{flow_id}?after={after}&wait={wait}", timeout=wait + 20)
             for event in state["events"]:
-                on_event(FlowEvent(event["stage"], event["message"], event.get("url")))
+                on_event(
+                    FlowEvent(
+                        event["stage"],
+                        event["message"],
+                        event.get("url"),
+                        user_code=event.get("user_code"),
+                        url_complete=event.get("url_complete"),
+                        expires_at=event.get("expires_at"),
+                    )
+                )
                 if mode == "paste" and event["stage"] == "waiting_for_browser" and not pasting:
                     pasting = True
                     _paste_in_background(service, flow_id)
@@ -380,11 +395,60 @@ def _paste_in_background(service: Any, flow_id: str) -> None:
     threading.Thread(target=run, name="paste", daemon=True).start()
 
 
+def _over_ssh_without_display(environ: Any) -> bool:
+    """An SSH session with no display to open a browser on."""
+    ssh = environ.get("SSH_CONNECTION") or environ.get("SSH_TTY")
+    return bool(ssh) and not (environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY"))
+
+
+def _offers_device_login(service: Any, args: argparse.Namespace) -> bool:
+    """Whether the connection's authorization server advertised device login
+    when last discovered (`add` or the last `connect`)."""
+    from ..client.api_client import quote
+
+    if service is not None:
+        view = _call(service, "GET", f"/v1/connections/{quote(args.name)}?detail=full")
+    else:
+        engine = _engine(args)
+        try:
+            view = engine.show(args.name)
+        finally:
+            asyncio.run(engine.transport.aclose())
+    server = view.get("authorization_server") or {}
+    return bool(server.get("device_authorization_endpoint"))
+
+
+def _print_device_code(event: FlowEvent) -> None:
+    """The URL, host first, and the code, for a person to carry to another device."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(event.url or "").hostname or "the authorization server"
+    _err(f"to log in, open this URL on any device (a phone will do); it is at {host}:")
+    print(f"\n  {event.url}\n", file=sys.stderr, flush=True)
+    _err("and enter the code:")
+    print(f"\n  {event.user_code}\n", file=sys.stderr, flush=True)
+    if event.url_complete:
+        _err(f"(or open {event.url_complete}, which carries the code)")
+    if event.expires_at:
+        _err(f"the code expires in {max(0, round((event.expires_at - time.time()) / 60))} min; waiting…")
+
+
 def cmd_connect(args: argparse.Namespace) -> int:
-    mode: ConnectMode = "paste" if args.paste else "no-browser" if args.no_browser else "browser"
+    mode: ConnectMode = (
+        "device" if args.device else "paste" if args.paste else "no-browser" if args.no_browser else "browser"
+    )
+    service = _service()
+    chosen = args.device or args.paste or args.no_browser or args.browser
+    if not chosen and _over_ssh_without_display(os.environ) and _offers_device_login(service, args):
+        _err("no display in this SSH session: logging in on another device (use --browser for the browser login)")
+        mode = "device"
 
     def on_event(event: FlowEvent) -> None:
-        if event.stage == "waiting_for_browser":
+        if event.stage == "waiting_for_device":
+            _print_device_code(event)
+        elif event.stage == "slow_down":
+            _err(event.message)
+        elif event.stage == "waiting_for_browser":
             if mode == "browser":
                 _err("opening your browser to log in; if it does not open, visit:")
             elif mode == "no-browser":
@@ -407,7 +471,6 @@ def cmd_connect(args: argparse.Namespace) -> int:
     async def run(engine: Engine) -> Any:
         return await engine.connect(args.name, mode=mode, on_event=on_event, read_pasted_url=read_pasted)
 
-    service = _service()
     if service is not None:
         view = _connect_via_service(service, args.name, mode, on_event, args.timeout)
     else:

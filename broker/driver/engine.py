@@ -19,6 +19,7 @@ methods (`list`, `show`, `orphans`) block; the CLI calls them directly.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
@@ -30,6 +31,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from ..errors import (
     BrokerError,
     ConnectionExists,
+    FlowTimeout,
     ImportRefused,
     UnknownConnection,
     UsageError,
@@ -51,7 +53,9 @@ from ..oauth.flows import (
     NeedCode,
     Registered,
     Revocation,
+    Wait,
     check_client_issuer,
+    device_login_flow,
     disconnect_flow,
     discovery_flow,
     login_flow,
@@ -161,6 +165,8 @@ class Engine:
                             answer = await code_for(pending)
                         case Registered(registration) if keep is not None:
                             await keep(registration)
+                        case Wait(seconds):
+                            await asyncio.sleep(seconds)
                         case _:
                             raise TypeError(f"this driver cannot answer {type(step).__name__}")
                 except BrokerError as exc:
@@ -376,23 +382,11 @@ class Engine:
             client_metadata_url=settings.client_metadata_url,
         )
         check_client_issuer(settings, state, discovered)
-        listener = await bind_listener(settings, state.registration)
-        receiver = CodeReceiver(
-            listener,
-            mode=mode,
-            emit=emit,
-            opener=self.opener,
-            timeout=self.flow_timeout,
-            read_pasted_url=read_pasted_url,
-        )
-        async with receiver:
-            flow = login_flow(settings, state, discovered, listener.redirect_uri, self.clock)
-            registration, tokens = await self._drive(
-                flow,
-                emit=emit,
-                code_for=receiver.code_for,
-                keep=functools.partial(self._save_registration, name),
-            )
+        keep = functools.partial(self._save_registration, name)
+        if mode == "device":
+            registration, tokens = await self._device_login(settings, state, discovered, emit, keep)
+        else:
+            registration, tokens = await self._browser_login(settings, state, discovered, mode, emit, read_pasted_url)
 
         def store(txn: Transaction) -> None:
             current, st = txn.get(name)
@@ -412,6 +406,50 @@ class Engine:
         await self.store.update(store)
         emit(FlowEvent("done", f"connected {name}"))
         return await off_loop(self.show, name)
+
+    async def _device_login(
+        self,
+        settings: ConnectionSettings,
+        state: ConnectionState,
+        discovered: Discovered,
+        emit: EventSink,
+        keep: Callable[[ClientRegistration], Awaitable[None]],
+    ) -> tuple[ClientRegistration, TokenSet]:
+        """RFC 8628: no listener and no browser here; the flow polls until
+        the user finishes on another device, within the flow timeout."""
+        flow = device_login_flow(settings, state, discovered, self.clock)
+        try:
+            async with asyncio.timeout(self.flow_timeout):
+                return await self._drive(flow, emit=emit, keep=keep)
+        except TimeoutError:
+            raise FlowTimeout(f"the device login was not completed within {self.flow_timeout:g} s") from None
+
+    async def _browser_login(
+        self,
+        settings: ConnectionSettings,
+        state: ConnectionState,
+        discovered: Discovered,
+        mode: ConnectMode,
+        emit: EventSink,
+        read_pasted_url: Callable[[], Awaitable[str]] | None,
+    ) -> tuple[ClientRegistration, TokenSet]:
+        listener = await bind_listener(settings, state.registration)
+        receiver = CodeReceiver(
+            listener,
+            mode=mode,
+            emit=emit,
+            opener=self.opener,
+            timeout=self.flow_timeout,
+            read_pasted_url=read_pasted_url,
+        )
+        async with receiver:
+            flow = login_flow(settings, state, discovered, listener.redirect_uri, self.clock)
+            return await self._drive(
+                flow,
+                emit=emit,
+                code_for=receiver.code_for,
+                keep=functools.partial(self._save_registration, settings.name),
+            )
 
     # -- tokens ---------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from .loopback import LoopbackListener
 
 __all__ = ["CodeReceiver", "ConnectMode", "EventSink", "bind_listener"]
 
-ConnectMode = Literal["browser", "no-browser", "paste"]
+ConnectMode = Literal["browser", "no-browser", "paste", "device"]
 EventSink = Callable[[FlowEvent], None]
 
 

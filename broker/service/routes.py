@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["error_answer", "route"]
 
-_MODES = ("browser", "no-browser", "paste")
+_MODES = ("browser", "no-browser", "paste", "device")
 
 
 def _int_param(request: ApiRequest, name: str, default: int, low: int, high: int) -> int:

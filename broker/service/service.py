@@ -796,7 +796,10 @@ class BrokerService:
         flow = Flow(id=secrets.token_hex(8), name=name, mode=mode)
 
         def on_event(event: FlowEvent) -> None:
-            flow.push({"stage": event.stage, "message": event.message, "url": event.url})
+            entry: dict[str, Any] = {"stage": event.stage, "message": event.message, "url": event.url}
+            if event.user_code is not None:  # device login: what the user enters, and until when
+                entry.update(user_code=event.user_code, url_complete=event.url_complete, expires_at=event.expires_at)
+            flow.push(entry)
             self.events.emit(FlowProgress(name, flow.id, event.stage, event.message, event.url))
 
         async def run() -> None:
