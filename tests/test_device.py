@@ -15,6 +15,7 @@ from broker.errors import (
     DeviceCodeExpired,
     DeviceLoginUnsupported,
     NetworkError,
+    OAuthError,
     UnsafeEndpoint,
 )
 from broker.model import ConnectionSettings, ConnectionState, Discovered
@@ -288,6 +289,28 @@ def test_client_without_the_device_grant_registers_again_with_it():
     assert DEVICE_GRANT in body["grant_types"] and "authorization_code" in body["grant_types"]
     assert body["redirect_uris"] == ["http://127.0.0.1:5000/callback"]  # still good for a browser login
     assert [s.registration.client_id for s in steps if isinstance(s, Registered)] == ["c1", "c2"]
+
+
+def test_stored_client_refused_with_invalid_request_registers_again():
+    # oidc-provider's answer to a client registered without the device grant.
+    refused = resp(400, {"error": "invalid_request", "error_description": "device_code is not allowed for this client"})
+    clock = Clock()
+    answers = {
+        DEVICE_ENDPOINT: [refused, resp(200, ANSWER)],
+        f"{ISSUER}/register": [resp(201, {"client_id": "c2"})],
+        f"{ISSUER}/token": [resp(200, TOKENS)],
+    }
+    (registration, _), _ = run(device_login_flow(settings(), stored(), discovered(), clock), answers, clock)
+    assert registration.client_id == "c2"
+
+
+def test_a_client_registered_just_now_is_not_registered_again():
+    clock = Clock()
+    refused = resp(400, {"error": "invalid_request"})
+    answers = {f"{ISSUER}/register": [resp(201, {"client_id": "c9"})], DEVICE_ENDPOINT: [refused, resp(200, ANSWER)]}
+    with pytest.raises(OAuthError, match="invalid_request"):
+        run(device_login_flow(settings(), ConnectionState(), discovered(), clock), answers, clock)
+    assert answers[f"{ISSUER}/register"] == []
 
 
 def test_new_client_registers_with_the_device_grant():

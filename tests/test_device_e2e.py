@@ -127,3 +127,24 @@ def test_over_ssh_without_display_connect_offers_device_first(cli, stack):
     finally:
         assert running.stop() == 0
     assert code not in running.log  # the user code is for the person, not the log
+
+
+def test_device_login_replaces_a_waiting_browser_login(cli, stack, service):
+    _, mcp = stack
+    assert cli("add", "swap", mcp.url).returncode == 0
+    waiting = cli.popen("connect", "swap", "--no-browser", env={"BROWSER": "/bin/false"})
+    try:
+        assert waiting.stderr.readline()  # the browser login is under way in the service
+        proc = cli.popen("connect", "swap", "--device")
+        url, code, _ = read_url_and_code(proc)  # not the browser login's URL: a device login of its own
+        phone(cli, url, code)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "Connected swap" in out
+        _, err = waiting.communicate(timeout=30)
+        assert waiting.returncode != 0 and "cancelled" in err
+    finally:
+        for p in (waiting,):
+            if p.poll() is None:
+                p.kill()
+                p.communicate()

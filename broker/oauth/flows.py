@@ -418,20 +418,24 @@ def device_login_flow(
     resource = discovered.resource if settings.use_resource else None
     registration = yield from _device_registration(settings, state, discovered, clock(), force_new=False)
     yield Registered(registration)
-    for attempt in (1, 2):
+    # A stored client may predate the device grant; servers refuse it with
+    # unauthorized_client, invalid_client or (oidc-provider) invalid_request.
+    # A client registered just now with the grant gets no second chance.
+    retry = registration.method == "dynamic" and registration is state.registration
+    while True:
         request = device_authorization_request(
             server, endpoint, registration, scope=discovered.scopes, resource=resource
         )
         try:
             authorization = parse_device_authorization((yield request), now=clock())
             break
-        except InvalidClient:  # unauthorized_client too: a client registered without the device grant
-            if registration.method != "dynamic" or attempt == 2:
+        except OAuthError as exc:
+            if not retry:
                 raise
+            log.info("the stored client cannot start a device login (%s); registering one that can", exc.error)
+        retry = False
         registration = yield from _device_registration(settings, state, discovered, clock(), force_new=True)
         yield Registered(registration)
-    else:
-        raise AssertionError("unreachable: the second attempt breaks or raises")
     # The user is sent to these: the same policy as the authorization endpoint.
     yield CheckEndpoint(authorization.verification_uri, f"`verification_uri` of {discovered.issuer}")
     if authorization.verification_uri_complete:

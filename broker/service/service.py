@@ -792,7 +792,9 @@ class BrokerService:
         self._require(name)
         for flow in self._flows.values():
             if flow.name == name and not flow.done:
-                return flow  # one login per connection at a time
+                if flow.mode == mode:
+                    return flow  # one login per connection at a time
+                flow.cancel()  # another way to log in (the browser's, a device's) replaces it
         flow = Flow(id=secrets.token_hex(8), name=name, mode=mode)
 
         def on_event(event: FlowEvent) -> None:
