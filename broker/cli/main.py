@@ -670,26 +670,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_proxy(args: argparse.Namespace) -> int:
-    import anyio
+    # `proxy NAME` alone does not come here: the launcher calls the same function directly.
+    from ..client.proxy import main as proxy_main
 
-    from ..client.api_client import BrokerClient, quote
-    from ..client.proxy import run_proxy
-    from ..errors import BrokerError
-    from ..service.hardening import harden_process
-
-    harden_process()
-    client = BrokerClient()
-    try:
-        view = client.request("GET", f"/v1/connections/{quote(args.name)}")
-    except BrokerError as exc:
-        # A stdio client shows JSON-RPC errors, not our stderr: answer its requests with the reason.
-        from ..client.proxy import serve_error
-        from ..client.proxy_errors import describe
-
-        anyio.run(serve_error, describe(exc, args.name))
-        return exc.exit_code
-    anyio.run(run_proxy, args.name, view["server_url"])
-    return 0
+    return proxy_main(args.name)
 
 
 def cmd_test(args: argparse.Namespace) -> int:

@@ -3,7 +3,9 @@
 `token` and `headers` run on every request an MCP client makes, so they take
 a fast path: the standard library's socket and json, nothing else (no
 argparse-heavy CLI, no asyncio, httpx, keyring, cryptography, platformdirs
-or Qt). Everything else goes to `broker.cli.main`.
+or Qt). `proxy NAME` goes straight to `broker.client.proxy`, whose start-up
+is the SDK's import: the CLI's parser and its modules would only add to it.
+Everything else goes to `broker.cli.main`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
         code = run(args)
         if code is not None:
             return code
+    if len(args) == 2 and args[0] == "proxy" and not args[1].startswith("-"):
+        from .proxy import main as proxy_main
+
+        return proxy_main(args[1])
     from ..cli.main import main as full_main
 
     return full_main(args)

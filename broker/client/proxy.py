@@ -2,12 +2,21 @@
 remote one, for clients that only start local (stdio) servers.
 
 Messages pass through unchanged between the official SDK's stdio server
-transport and its streamable HTTP client transport. Each HTTP request takes
+transport and its streamable HTTP client transport. Each HTTP request carries
 a current token from the broker service (`httpx2_auth`), so a long session
 never runs on an expired token and the proxy never refreshes on its own. A
 401 from the server is reported to the broker (`/token/rejected`, by hash)
 before the token is fetched again, so a token the server revoked early, or
-one without an expiry, is replaced.
+one without an expiry, is replaced. The token is kept in the proxy until
+`min_ttl` before it expires, so a call costs no trip to the broker.
+
+Start-up is mostly the SDK's import (`mcp` loads its client, server and both
+protocol versions' pydantic models, about half a second). `main` starts that
+import on a thread at once, while the main thread hardens the process and asks
+the broker for the connection, and it keeps the garbage collector off until
+the import is done: the import builds some 80,000 container objects, and
+collections in between find nothing to free. What the import built is then
+frozen out of later collections (`gc.freeze`).
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .proxy_errors import Reporter
 
-__all__ = ["run_proxy", "serve_error"]
+__all__ = ["main", "run_proxy", "serve_error"]
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +114,65 @@ async def run_proxy(name: str, server_url: str, *, client: Any = None) -> None:
 
                     tg.start_soon(upstream)
                     tg.start_soon(_downstream, remote_read, local_write, handshake, report)
+
+
+def _load_sdk() -> None:
+    # Whatever fails here fails again, with its traceback, where main imports it.
+    try:
+        import anyio  # noqa: F401
+        import httpx2  # noqa: F401
+        from mcp.client.streamable_http import streamable_http_client  # noqa: F401
+        from mcp.server.stdio import stdio_server  # noqa: F401
+
+        from . import proxy_errors  # noqa: F401
+    except BaseException:  # noqa: BLE001, S110
+        pass
+
+
+class _LineFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"mcp-token-broker: {record.levelname.lower()}: {record.getMessage()}"
+
+
+def main(name: str) -> int:
+    """`mcp-token-broker proxy NAME`; the exit status. The console script
+    calls this without the CLI's parser (`broker.client.launcher`)."""
+    import gc
+    import threading
+
+    gc.disable()
+    loader = threading.Thread(target=_load_sdk, name="sdk-import", daemon=True)
+    loader.start()
+    try:
+        if not logging.getLogger().handlers:  # the full CLI has set its own
+            handler = logging.StreamHandler()
+            handler.setFormatter(_LineFormatter())
+            logging.basicConfig(level=logging.WARNING, handlers=[handler])
+        from ..errors import BrokerError
+        from ..service.hardening import harden_process
+        from .api_client import BrokerClient, quote
+
+        harden_process()
+        client = BrokerClient()
+        failure: BrokerError | None = None
+        try:
+            view = client.request("GET", f"/v1/connections/{quote(name)}")
+        except BrokerError as exc:
+            failure = exc
+        loader.join()
+    finally:
+        gc.freeze()
+        gc.enable()
+    import anyio
+
+    if failure is not None:
+        # A stdio client shows JSON-RPC errors, not our stderr: answer its requests with the reason.
+        from .proxy_errors import describe
+
+        anyio.run(serve_error, describe(failure, name))
+        return failure.exit_code
+    anyio.run(run_proxy, name, view["server_url"])
+    return 0
 
 
 async def serve_error(text: str) -> None:
