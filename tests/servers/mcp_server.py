@@ -13,7 +13,11 @@ Usage::
 * Access tokens are RS256 JWTs from the test authorization server
   (tests/servers/oidc/server.mjs), verified locally against its JWKS: ``iss``,
   ``aud`` (== resource URL), ``exp``; a token without ``mcp:read`` gets 403.
-* Tools: ``whoami`` (the token's ``sub``) and ``echo(text)``.
+* Tools: ``whoami`` (the token's ``sub``), ``echo(text)`` and ``admin_echo(text)``.
+  ``admin_echo`` also needs ``mcp:admin``: without it the call gets ``403`` with
+  ``WWW-Authenticate: Bearer error="insufficient_scope", scope="mcp:read mcp:admin"``
+  (RFC 6750 section 3.1; the MCP spec's scope challenge). The SDK's tools cannot
+  answer an HTTP status, so an ASGI wrapper (`ScopeGate`) reads the JSON-RPC body.
 * ``POST /__test/outage`` with ``{"status": 503}`` makes ``/mcp`` answer that
   status as plain text, as a failing gateway would; ``{"status": 0}`` ends it.
 
@@ -47,6 +51,8 @@ from mcp.server.mcpserver import MCPServer
 log = logging.getLogger("tests.mcp_server")
 
 REQUIRED_SCOPES = ["mcp:read"]
+#: Tools that need more than REQUIRED_SCOPES, and the scope challenge they answer without it.
+TOOL_SCOPES = {"admin_echo": ("mcp:read", "mcp:admin")}
 
 
 class JwtTokenVerifier(TokenVerifier):
@@ -125,7 +131,73 @@ def build_server(issuer: str, resource: str) -> MCPServer:
         """Return `text` unchanged."""
         return text
 
+    @server.tool()
+    def admin_echo(text: str) -> str:
+        """Return `text` unchanged; needs the scope mcp:admin (see `ScopeGate`)."""
+        return text
+
     return server
+
+
+class ScopeGate:
+    """ASGI wrapper: a `tools/call` of a tool in TOOL_SCOPES whose bearer token
+    lacks one of its scopes gets 403 insufficient_scope. The token's signature
+    is not checked here: the SDK's auth checks it for every call that passes."""
+
+    def __init__(self, app: Any, resource_metadata: str) -> None:
+        self.app = app
+        self.resource_metadata = resource_metadata
+
+    @staticmethod
+    def _scopes(scope: Any) -> set[str]:
+        for key, value in scope.get("headers", []):
+            if key == b"authorization" and value[:7].lower() == b"bearer ":
+                try:
+                    claims = jwt.decode(value[7:].decode(), options={"verify_signature": False})
+                except jwt.PyJWTError:
+                    return set()
+                return set(str(claims.get("scope", "")).split())
+        return set()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/mcp":
+            await self.app(scope, receive, send)
+            return
+        events = []
+        while True:
+            event = await receive()
+            events.append(event)
+            if event["type"] != "http.request" or not event.get("more_body"):
+                break
+        body = b"".join(e.get("body", b"") for e in events)
+        try:
+            message = json.loads(body)
+        except ValueError:
+            message = None
+        params = message.get("params") if isinstance(message, dict) else None
+        tool = params.get("name") if isinstance(params, dict) and message.get("method") == "tools/call" else None
+        needed = TOOL_SCOPES.get(tool) if isinstance(tool, str) else None
+        if needed and not set(needed) <= self._scopes(scope):
+            challenge = (
+                f'Bearer error="insufficient_scope", scope="{" ".join(needed)}", '
+                f'resource_metadata="{self.resource_metadata}", '
+                f'error_description="{tool} needs {" ".join(needed)}"'
+            )
+            out = json.dumps({"error": "insufficient_scope", "error_description": f"{tool} needs more scope"}).encode()
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(out)).encode()),
+                (b"www-authenticate", challenge.encode()),
+            ]
+            await send({"type": "http.response.start", "status": 403, "headers": headers})
+            await send({"type": "http.response.body", "body": out})
+            return
+        pending = list(events)
+
+        async def replay() -> Any:
+            return pending.pop(0) if pending else await receive()
+
+        await self.app(scope, replay, send)
 
 
 class Outage:
@@ -168,7 +240,9 @@ async def serve(issuer: str, port: int) -> None:
     port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}/mcp"
 
-    app = Outage(build_server(issuer, url).streamable_http_app(streamable_http_path="/mcp", host="127.0.0.1"))
+    metadata = f"http://127.0.0.1:{port}/.well-known/oauth-protected-resource/mcp"
+    mcp_app = build_server(issuer, url).streamable_http_app(streamable_http_path="/mcp", host="127.0.0.1")
+    app = Outage(ScopeGate(mcp_app, metadata))
     config = uvicorn.Config(
         app,
         log_level="warning",

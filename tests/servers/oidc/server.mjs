@@ -310,7 +310,8 @@ const issuer = `http://127.0.0.1:${port}`;
 
 // ----------------------------------------------------------------- provider --
 
-const SCOPES = 'mcp:read mcp:write';
+// mcp:admin: the test MCP server's admin_echo tool asks for it by a scope challenge (step-up).
+const SCOPES = 'mcp:read mcp:write mcp:admin';
 
 const configuration = {
   adapter: MemoryAdapter,
@@ -320,7 +321,7 @@ const configuration = {
   },
   jwks: { keys: [signingKey()] },
   cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
-  scopes: ['openid', 'offline_access', 'mcp:read', 'mcp:write'],
+  scopes: ['openid', 'offline_access', 'mcp:read', 'mcp:write', 'mcp:admin'],
   claims: { openid: ['sub'] },
   // OAuth 2.1: authorization code flow only (no implicit / hybrid).
   responseTypes: ['code'],
