@@ -22,6 +22,7 @@ from .oauth.discovery import AuthServerMetadata
 from .oauth.registration import ClientRegistration
 from .oauth.tokens import TokenSet
 from .status import Status
+from .stepup import StepUp
 
 __all__ = [
     "NAME_RE",
@@ -104,6 +105,8 @@ class ConnectionSettings:
     use_resource: bool = True
     added_at: int = 0
     discovered: Discovered | None = None
+    #: A server asked for more scope (`broker.stepup`); None when it never did.
+    step_up: StepUp | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -116,11 +119,13 @@ class ConnectionSettings:
             "use_resource": self.use_resource,
             "added_at": self.added_at,
             "discovered": self.discovered.to_json() if self.discovered else None,
+            "step_up": self.step_up.to_json() if self.step_up else None,
         }
 
     @classmethod
     def from_json(cls, name: str, data: dict[str, Any]) -> ConnectionSettings:
         disc = data.get("discovered")
+        step_up = data.get("step_up")
         return cls(
             name=name,
             server_url=data["server_url"],
@@ -132,6 +137,7 @@ class ConnectionSettings:
             use_resource=bool(data.get("use_resource", True)),
             added_at=int(data.get("added_at") or 0),
             discovered=Discovered.from_json(disc) if disc else None,
+            step_up=StepUp.from_json(step_up) if isinstance(step_up, dict) else None,
         )
 
 
@@ -310,6 +316,8 @@ class ConnectionView(TypedDict):
     scopes: list[str]
     #: Unix time; None when the server gave no expiry or nothing is held.
     expires_at: int | None
+    #: A server asked for more scope: `{"scopes", "missing", "attempts", "pending", "given_up", "request"}`.
+    step_up: dict[str, Any] | None
 
 
 def public_view(settings: ConnectionSettings, state: ConnectionState | None, now: float) -> ConnectionView:
@@ -321,7 +329,16 @@ def public_view(settings: ConnectionSettings, state: ConnectionState | None, now
         "status": status_of(state, now),
         "scopes": list(tokens.scope) if tokens else [],
         "expires_at": tokens.expires_at if tokens else None,
+        "step_up": _step_up_view(settings),
     }
+
+
+def _step_up_view(settings: ConnectionSettings) -> dict[str, Any] | None:
+    step_up = settings.step_up
+    if step_up is None or not (step_up.pending or step_up.given_up):
+        return None
+    # `request`: what the next login asks for (settings.scopes holds the union).
+    return {**step_up.to_json(), "request": list(settings.scopes)}
 
 
 def orphan_note(name: str) -> str:

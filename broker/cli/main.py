@@ -469,9 +469,13 @@ def cmd_connect(args: argparse.Namespace) -> int:
         return await _read_line_in_thread()
 
     async def run(engine: Engine) -> Any:
+        _say_step_up(engine.show(args.name))
         return await engine.connect(args.name, mode=mode, on_event=on_event, read_pasted_url=read_pasted)
 
     if service is not None:
+        from ..client.api_client import quote
+
+        _say_step_up(_call(service, "GET", f"/v1/connections/{quote(args.name)}"))
         view = _connect_via_service(service, args.name, mode, on_event, args.timeout)
     else:
         view = asyncio.run(_with_engine(args, run, flow_timeout=args.timeout))
@@ -480,6 +484,21 @@ def cmd_connect(args: argparse.Namespace) -> int:
         f"{expiry(view['expires_at'], time.time())}"
     )
     return 0
+
+
+def _say_step_up(view: dict[str, Any]) -> None:
+    """Before a login that a server's scope challenge widened: what it asks for."""
+    step_up = view.get("step_up")
+    if step_up and step_up.get("pending"):
+        _err(f"asking for {' '.join(step_up['request'])}: will also ask for {' '.join(step_up['missing'])}")
+
+
+def _step_up_words(view: dict[str, Any]) -> str | None:
+    step_up = view.get("step_up")
+    if not step_up:
+        return None
+    missing = " ".join(step_up.get("missing") or ())
+    return f"needs more access ({missing})" if step_up.get("pending") else f"not granted by the server ({missing})"
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -503,7 +522,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         table.append(
             (
                 r["name"],
-                _status_words(r["status"]),
+                _status_words(r["status"]) + (f", {_step_up_words(r)}" if _step_up_words(r) else ""),
                 expiry(r["expires_at"], now) if r["expires_at"] or r["status"] != "not_connected" else "-",
                 " ".join(r["scopes"]) or "-",
                 r["server_url"],
@@ -554,7 +573,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     lines = [
         ("name", view["name"]),
         ("server", view["server_url"]),
-        ("status", _status_words(view["status"])),
+        ("status", _status_words(view["status"]) + (f", {_step_up_words(view)}" if _step_up_words(view) else "")),
         ("issuer", view["issuer"] or "-"),
         ("resource", view["resource"] if view["send_resource"] else f"{view['resource']} (not sent)"),
         ("requested scopes", " ".join(view["requested_scopes"]) or "-"),

@@ -95,6 +95,18 @@ class BrokerClient:
         digest = hashlib.sha256(token.encode()).hexdigest()
         return self.request("POST", f"/v1/connections/{quote(name, safe='')}/token/rejected", {"token_sha256": digest})
 
+    def report_insufficient_scope(self, name: str, token: str, scopes: list[str]) -> dict[str, Any]:
+        """Tell the broker a server answered 403 `insufficient_scope` with
+        `scopes` to `token` (only its hash is sent). The answer says what the
+        user must do: `{"recorded": true, "pending", "given_up", "missing",
+        "message"}`, or `{"recorded": false, "reason"}` for a token that is not
+        the current one."""
+        import hashlib
+
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        body = {"token_sha256": digest, "scopes": list(scopes)}
+        return self.request("POST", f"/v1/connections/{quote(name, safe='')}/insufficient-scope", body)
+
 
 _SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-~")
 

@@ -15,7 +15,10 @@ On a 401 the rejected token is reported to the broker (its hash only), which
 refreshes it once if it is still the current one: the only way to replace a
 token the server revoked early, or one issued without `expires_in`. Then the
 token is fetched again once (with `min_ttl` raised so a nearly-expired token
-is replaced too) and the request is retried once.
+is replaced too) and the request is retried once. A 403 `insufficient_scope`
+is reported too (`report_insufficient_scope`): the broker asks for that scope
+at the next login, and its words for the user are in the response's
+`extensions["broker_step_up"]`; the 403 itself is returned.
 
 A token is kept for a few seconds (`KEEP_FOR`), never into the last `min_ttl`
 seconds before its `expires_at`, and only while the broker's socket is the
@@ -110,6 +113,25 @@ class _BrokerAuthFlow:
             log.debug("reporting a rejected token of %s failed: %s", self.connection, exc)  # fetch anyway
         return self._token(True)
 
+    def _insufficient(self, token: str, response: Any) -> None:
+        """A 403 `insufficient_scope` (RFC 6750 3.1): report the scope the
+        server asked for, so the broker asks for it at the next login; the
+        broker's words for the user land in `response.extensions["broker_step_up"]`."""
+        from ..oauth.challenge import insufficient_scope
+
+        scopes = insufficient_scope(response.headers.get_list("www-authenticate"))
+        if scopes is None:
+            return
+        try:
+            answer = self.client.report_insufficient_scope(self.connection, token, list(scopes))
+        except (ServiceError, ServiceUnavailable, OSError) as exc:
+            log.debug("reporting insufficient scope of %s failed: %s", self.connection, exc)
+            return
+        message = answer.get("message")
+        if isinstance(message, str):
+            response.extensions["broker_step_up"] = message
+            log.warning("%s", message)
+
     def sync_auth_flow(self, request: Any) -> Generator[Any, Any, None]:
         token = self._kept_token() or self._token(False)
         request.headers["Authorization"] = f"Bearer {token}"
@@ -117,6 +139,8 @@ class _BrokerAuthFlow:
         if response.status_code == 401:
             request.headers["Authorization"] = f"Bearer {self._rejected(token)}"
             yield request
+        elif response.status_code == 403:
+            self._insufficient(token, response)
 
     async def async_auth_flow(self, request: Any) -> AsyncGenerator[Any, Any]:
         # The broker answers from memory over a local socket; a thread keeps
@@ -129,6 +153,8 @@ class _BrokerAuthFlow:
         if response.status_code == 401:
             request.headers["Authorization"] = f"Bearer {await asyncio.to_thread(self._rejected, token)}"
             yield request
+        elif response.status_code == 403:
+            await asyncio.to_thread(self._insufficient, token, response)
 
 
 def make_auth_class(base: type) -> type:

@@ -8,6 +8,8 @@ that met it, and one line on stderr (once, until a request gets through):
 - the broker is not running, or stopped under the proxy;
 - the connection needs a login, or the broker refused the token;
 - the MCP server cannot be reached, or answers 5xx (or 401 to a fresh token);
+- the MCP server wants more scope (403 `insufficient_scope`): the broker's
+  words say to reconnect (`broker.stepup`);
 - a line from the client is not JSON (-32700) or not JSON-RPC (-32600).
 
 HTTP failures are turned into an HTTP answer with a JSON-RPC error body
@@ -121,6 +123,10 @@ class GuardedClient(httpx2.AsyncClient):
         except httpx2.TransportError as exc:
             return self._failed(request, f"cannot reach {_where(request)} ({_reason(exc)})")
         status = response.status_code
+        step_up = response.extensions.get("broker_step_up") if status == 403 else None
+        if isinstance(step_up, str):  # insufficient_scope, reported by the auth: say to reconnect
+            await response.aclose()
+            return self._failed(request, step_up)
         json_body = response.headers.get("content-type", "").lower().startswith("application/json")
         if (status >= 500 or status == 401) and not json_body:
             await response.aclose()

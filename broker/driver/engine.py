@@ -66,6 +66,7 @@ from ..oauth.registration import ClientRegistration, metadata_document_client
 from ..oauth.tokens import TokenSet, parse_token_response, refresh_request
 from ..oauth.urls import canonical_server_url
 from ..secret import Secret
+from ..stepup import after_login
 from ..storage.atomic import off_loop
 from ..storage.store import Store, Transaction
 from ..storage.views import connection_rows, detail_view
@@ -390,7 +391,9 @@ class Engine:
 
         def store(txn: Transaction) -> None:
             current, st = txn.get(name)
-            txn.settings[name] = replace(current, discovered=discovered)
+            # A step-up counts this login as an attempt, done once the token carries its scopes.
+            step_up = after_login(current.step_up, tokens.scope)
+            txn.settings[name] = replace(current, discovered=discovered, step_up=step_up)
             txn.states[name] = replace(
                 st,
                 registration=registration,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Challenge", "BearerChallenge", "parse_www_authenticate", "bearer_challenge"]
+__all__ = ["Challenge", "BearerChallenge", "parse_www_authenticate", "bearer_challenge", "insufficient_scope"]
 
 MAX_HEADER = 8192
 _TCHAR = set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -127,3 +127,13 @@ def bearer_challenge(header_values: list[str]) -> BearerChallenge | None:
                     error=challenge.get("error") or None,
                 )
     return None
+
+
+def insufficient_scope(header_values: list[str]) -> tuple[str, ...] | None:
+    """The scope a 403's Bearer challenge asks for when its error is
+    `insufficient_scope` (RFC 6750 section 3.1, the MCP spec's scope
+    challenge); None for any other answer, or one that names no scope."""
+    challenge = bearer_challenge(header_values)
+    if challenge is None or challenge.error != "insufficient_scope" or not challenge.scope:
+        return None
+    return challenge.scope

@@ -292,8 +292,12 @@ def registration_flow(
     if method == "metadata_document":
         return metadata_document_client(server, url=settings.client_metadata_url or "", redirect_uri=redirect_uri)
     existing = state.registration
+    # A step-up asks for more scope than the client may have registered for, and
+    # some servers (oidc-provider, the MCP SDKs') hold a client to those: register anew.
+    stepping_up = settings.step_up is not None and settings.step_up.pending
     if (
         not force_new
+        and not stepping_up
         and existing is not None
         and existing.method == "dynamic"
         and existing.issuer == discovered.issuer  # never reuse across issuers

@@ -18,6 +18,7 @@ __all__ = [
     "TokenRefreshed",
     "RefreshFailed",
     "ReauthRequired",
+    "ScopeStepUp",
     "ClientAsked",
     "ApprovalClosed",
     "TokenServed",
@@ -67,6 +68,18 @@ class RefreshFailed(Event):
 class ReauthRequired(Event):
     name: str
     reason: str
+
+
+@dataclass(frozen=True)
+class ScopeStepUp(Event):
+    """A server asked for more scope (`broker.stepup`): `missing` is what a
+    login would add; `given_up` when logins did not earn it and nobody is asked
+    again. `message` is the user's one line."""
+
+    name: str
+    missing: tuple[str, ...]
+    given_up: bool
+    message: str
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,12 @@ async def _route(service: BrokerService, request: ApiRequest) -> tuple[int, Any]
             _method(request, "POST")
             digest = _body(request).get("token_sha256")
             return 200, await service.report_rejected(name, request.peer.identity, digest)
+        case ("connections", name, "insufficient-scope"):
+            _method(request, "POST")
+            body = _body(request)
+            return 200, await service.report_insufficient_scope(
+                name, request.peer.identity, body.get("token_sha256"), body.get("scopes")
+            )
         case ("connections", name, "connect"):
             _method(request, "POST")
             mode = _body(request).get("mode", "browser")

@@ -71,6 +71,7 @@ from ..errors import (
 from ..model import ConnectionSettings, ConnectionState, ConnectionView, check_binding, orphan_view, public_view
 from ..oauth.tokens import TokenSet
 from ..secret import Secret
+from ..stepup import MAX_SCOPES, StepUp, check_scopes, on_challenge, union
 from ..storage.atomic import file_lock, off_loop
 from ..storage.config import Config, save_config
 from ..storage.paths import Paths
@@ -89,6 +90,7 @@ from .events import (
     ReauthRequired,
     RefreshFailed,
     RefreshStarted,
+    ScopeStepUp,
     ShowRequested,
     TokenRefreshed,
     TokenServed,
@@ -768,6 +770,70 @@ class BrokerService:
             task = self.refresh(name)
         new = await asyncio.shield(task)  # or its AuthorizationRequired / RefreshError
         return {"refreshed": True, "expires_at": new.expires_at}
+
+    async def report_insufficient_scope(
+        self, name: str, client: ClientIdentity, token_sha256: object, scopes: object
+    ) -> dict[str, Any]:
+        """A client's report that a server answered 403 `insufficient_scope`
+        with `scopes` to the token with this SHA-256 (RFC 6750 3.1). The next
+        login asks for the union of the scopes asked before and these; the
+        same set after `stepup.MAX_ATTEMPTS` logins that did not earn it is
+        not asked for again. Kept in the settings; audited when it changes."""
+        self._require(name)
+        if not isinstance(token_sha256, str) or len(token_sha256) != 64 or not _HEX.issuperset(token_sha256.lower()):
+            raise UsageError('send {"token_sha256": "<SHA-256 of the access token>", "scopes": [...]}')
+        challenged = check_scopes(scopes)
+        if challenged is None:
+            raise UsageError(f"scopes must be a list of 1 to {MAX_SCOPES} OAuth scope tokens (RFC 6749 3.3)")
+        state = self._states.get(name)
+        tokens = state.tokens if state else None
+        if tokens is None:
+            return {"recorded": False, "reason": "not_connected"}
+        current = hashlib.sha256(tokens.access_token.reveal().encode()).hexdigest()
+        if not hmac.compare_digest(current, token_sha256.lower()):
+            return {"recorded": False, "reason": "stale"}  # the proof of holding the token failed
+        asked = state.requested_scope if state else ()
+
+        def mark(txn: Any) -> tuple[StepUp | None, StepUp, ConnectionSettings] | None:
+            settings = txn.settings.get(name)
+            if settings is None:
+                return None
+            step = on_challenge(settings.step_up, challenged, tokens.scope)
+            base = settings.scopes or asked or (settings.discovered.scopes if settings.discovered else ())
+            request = settings.scopes if step.given_up else union(base, challenged)
+            new = txn.settings[name] = replace(settings, step_up=step, scopes=request)
+            return settings.step_up, step, new
+
+        async with self._write_lock(name):
+            marked = await self.store.update(mark, secrets=False)
+            if marked is not None and name in self._settings:
+                self._settings[name] = marked[2]
+        if marked is None:
+            raise UnknownConnection(name)
+        before, step, _ = marked
+        missing = " ".join(step.missing)
+        if step.given_up:
+            message = (
+                f"the server did not grant {name} the scope {missing} after {step.attempts} logins; "
+                "ask its administrator for it"
+            )
+        else:
+            message = (
+                f"{name} needs more access (scope {missing}); run `mcp-token-broker connect {name}` "
+                "or use Reconnect in the app"
+            )
+        if step != before:
+            detail = f"not granted after {step.attempts} logins: {missing}" if step.given_up else f"needs {missing}"
+            self.audit.record(connection=name, client=client, outcome="step_up", detail=detail)
+            self.events.emit(ScopeStepUp(name, step.missing, step.given_up, message))
+            self._changed(name)
+        return {
+            "recorded": True,
+            "pending": step.pending,
+            "given_up": step.given_up,
+            "missing": list(step.missing),
+            "message": message,
+        }
 
     # -- admin operations -----------------------------------------------------
 
