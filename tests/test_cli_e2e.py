@@ -62,7 +62,8 @@ def test_add_connect_use_refresh_disconnect_remove(cli, stack, user_dirs, servic
 
     listing = cli("list", "--json").json()
     [row] = listing["connections"]
-    assert set(row) == {"name", "server_url", "status", "scopes", "expires_at"}
+    assert set(row) == {"name", "server_url", "status", "scopes", "expires_at", "step_up"}
+    assert row["step_up"] is None  # no server asked for more scope
     assert row["status"] == "connected" and row["scopes"] == ["mcp:read"]
     assert row["server_url"] == mcp.url
     assert time.time() < row["expires_at"] <= time.time() + 301

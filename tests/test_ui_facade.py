@@ -63,6 +63,7 @@ def test_status_is_an_enum_and_its_json_the_documented_strings():
         "status": "not_connected",
         "scopes": [],
         "expires_at": None,
+        "step_up": None,  # a server's scope challenge (broker.stepup), when there was one
     }
     documented = (Path(__file__).resolve().parent.parent / "docs" / "socket-api.md").read_text()
     for status in Status:

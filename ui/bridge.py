@@ -121,6 +121,7 @@ class Bridge(QObject):
     tokenRefreshed = Signal(str, object)
     refreshFailed = Signal(str, str, object)
     reauthRequired = Signal(str, str)
+    scopeStepUp = Signal(str, str, bool)  # name, the user's line, given up
     clientAsked = Signal(object)
     #: (approval id, "answered" | "refused" | "expired"): the question is over, wherever it was answered.
     approvalClosed = Signal(str, str)
@@ -184,6 +185,8 @@ class Bridge(QObject):
             self.refreshFailed.emit(event.name, event.error, event.retry_at)
         elif isinstance(event, ev.ReauthRequired):
             self.reauthRequired.emit(event.name, event.reason)
+        elif isinstance(event, ev.ScopeStepUp):
+            self.scopeStepUp.emit(event.name, event.message, event.given_up)
         elif isinstance(event, ev.ClientAsked):
             self.clientAsked.emit(event.request)
         elif isinstance(event, ev.ApprovalClosed):

@@ -82,6 +82,11 @@ class ConnectDialog(QDialog):
         self.stage = plain_label("Starting…")  # "Login failed: ..." quotes the server
         self.stage.setWordWrap(True)
         self.stage.setAccessibleName("Login progress")
+        # A server's scope challenge widened this login (broker.stepup): say how, before the browser opens.
+        self.asking = plain_label("")
+        self.asking.setWordWrap(True)
+        self.asking.setAccessibleName("Scopes this login adds")
+        self.asking.setVisible(False)
         self.link = QLineEdit()
         self.link.setReadOnly(True)
         self.link.setAccessibleName("Login link")
@@ -138,6 +143,7 @@ class ConnectDialog(QDialog):
         self.buttons.button(QDialogButtonBox.StandardButton.Cancel).setToolTip("Stop waiting for this login")
         layout = QVBoxLayout(self)
         layout.addWidget(self.stage)
+        layout.addWidget(self.asking)
         layout.addLayout(links)
         layout.addWidget(self.device)
         layout.addWidget(self.other_device)
@@ -150,6 +156,15 @@ class ConnectDialog(QDialog):
         self._listening = True
 
     def start(self) -> None:
+        # The connection's view first: the scopes a step-up adds are shown before the login starts.
+        self.bridge.call(lambda s: s.view(self.name), self._begin, self._failed)
+
+    def _begin(self, view: Any) -> None:
+        step_up = view.get("step_up") if isinstance(view, dict) else None
+        if step_up and step_up.get("pending"):
+            self.asking.setText(f"Will also ask for: {' '.join(step_up.get('missing') or ())}")
+            self.asking.setToolTip(f"This login asks for: {' '.join(step_up.get('request') or ())}")
+            self.asking.setVisible(True)
         mode = self.mode
         self.bridge.call(lambda s: s.start_flow(self.name, mode).id, self._started, self._failed)  # type: ignore[arg-type]
         if mode != "device":

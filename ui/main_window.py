@@ -180,6 +180,7 @@ class MainWindow(QMainWindow):
         bridge.tokenRefreshed.connect(self._refreshed)
         bridge.refreshFailed.connect(self._refresh_failed)
         bridge.reauthRequired.connect(self._reauth_required)
+        bridge.scopeStepUp.connect(self._scope_step_up)
         bridge.clientAsked.connect(self.ask_approval)
         bridge.tokenServed.connect(self._token_served)
         bridge.showRequested.connect(self.bring_to_front)
@@ -384,6 +385,11 @@ class MainWindow(QMainWindow):
         self.details.refresh_soon(name)
         if self.tray is not None:
             self.tray.notify_reauth(name, reason)
+
+    def _scope_step_up(self, name: str, message: str, given_up: bool) -> None:
+        self.details.refresh_soon(name)
+        if self.tray is not None:
+            self.tray.notify_step_up(name, message, given_up)
 
     def _token_served(self, name: str, client: str, pid: Any) -> None:
         self.statusBar().showMessage(f"Gave {name}'s token to {client} (pid {pid})", 4000)

@@ -110,6 +110,14 @@ class Tray(QObject):
             QSystemTrayIcon.MessageIcon.Warning,
         )
 
+    def notify_step_up(self, name: str, message: str, given_up: bool) -> None:
+        """A server asked for more scope (broker.stepup); `message` names the scope it sent."""
+        self.icon.showMessage(
+            f"{name}: the server did not grant more access" if given_up else f"{name} needs more access",
+            plain_for_notification(message),
+            QSystemTrayIcon.MessageIcon.Warning,
+        )
+
     def notify_refresh_failed(self, name: str, error: str) -> None:
         self._failures[name] = self._failures.get(name, 0) + 1
         if self._failures[name] == 3:  # once, after it kept failing
