@@ -28,6 +28,7 @@ HOT_PATH = {
     "broker.client.socketpath",
     "broker.client.socketdir",
     "broker.client.peeruid",
+    "broker.client.proxy_thin",
     "broker.codes",
 }
 NO_IO = {"asyncio", "httpx", "httpcore", "h11", "socket", "_socket", "threading", "selectors", "subprocess"}

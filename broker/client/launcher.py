@@ -26,6 +26,11 @@ def main(argv: list[str] | None = None) -> int:
         if code is not None:
             return code
     if len(args) == 2 and args[0] == "proxy" and not args[1].startswith("-"):
+        from .proxy_thin import run as hosted
+
+        code = hosted(args[1])  # the broker runs the session; None: it cannot
+        if code is not None:
+            return code
         from .proxy import main as proxy_main
 
         return proxy_main(args[1])

@@ -89,7 +89,11 @@ async def _downstream(source: Any, sink: Any, handshake: _Handshake, report: Rep
         handshake.received(message.message)
 
 
-async def run_proxy(name: str, server_url: str, *, client: Any = None) -> None:
+async def run_proxy(
+    name: str, server_url: str, *, client: Any = None, stdio: Any = None, auth: Any = None, report: Any = None
+) -> None:
+    """The session. The service hosting it (`broker.service.proxy_session`) passes
+    the client's streams (`stdio`), its own `auth` and a `report` to their stderr."""
     import anyio
     import httpx2
     from mcp.client.streamable_http import streamable_http_client
@@ -99,11 +103,11 @@ async def run_proxy(name: str, server_url: str, *, client: Any = None) -> None:
     from .httpx_auth import httpx2_auth
     from .proxy_errors import GuardedClient, Reporter
 
-    report = Reporter()
-    auth = httpx2_auth(name, client=client or BrokerClient())
+    report = report or Reporter()
+    auth = auth or httpx2_auth(name, client=client or BrokerClient())
     timeout = httpx2.Timeout(30.0, read=300.0)
     async with GuardedClient(connection=name, reporter=report, auth=auth, timeout=timeout) as http:
-        async with stdio_server() as (local_read, local_write):
+        async with stdio_server(*(stdio or ())) as (local_read, local_write):
             async with streamable_http_client(server_url, http_client=http) as (remote_read, remote_write):
                 handshake = _Handshake()
                 async with local_write, anyio.create_task_group() as tg:

@@ -37,13 +37,23 @@ from .identity import ClientIdentity, identify
 from .peercred import PeerCredentials, peer_credentials
 from .procfs import ProcessStamp
 
-__all__ = ["ApiRequest", "ApiServer", "Handler", "Peer", "PlainText", "error_body"]
+__all__ = ["ApiRequest", "ApiServer", "Handler", "Peer", "PlainText", "Takeover", "error_body"]
 
 log = logging.getLogger(__name__)
 
 
 class PlainText(str):
     """A handler's answer sent as text/plain instead of JSON (the `token` fast path)."""
+
+
+@dataclass
+class Takeover:
+    """A handler's answer that takes the connection over (`101 Switching
+    Protocols` to an `Upgrade: <upgrade>` request): `run` gets the socket, a
+    non-blocking duplicate, once the 101 is sent; the server reads no more."""
+
+    upgrade: str
+    run: Callable[[socket.socket], Awaitable[None]]
 
 
 def error_body(code: str, message: str) -> dict[str, str]:
@@ -303,6 +313,9 @@ class ApiServer:
             if request is None:
                 return  # the client closed the connection
             status, payload = await self._dispatch(request, body, peer, _interim(conn, writer, request))
+            if isinstance(payload, Takeover):
+                await self._take_over(conn, writer, payload)
+                return
             keep_alive = await self._send(conn, writer, status, payload)
             if not keep_alive:
                 return
@@ -400,6 +413,26 @@ class ApiServer:
         if writer.transport.get_write_buffer_size():
             await writer.drain()
         return conn.our_state is h11.DONE and conn.their_state is h11.DONE
+
+    async def _take_over(self, conn: h11.Connection, writer: asyncio.StreamWriter, takeover: Takeover) -> None:
+        """Answer 101 and hand the socket to `takeover.run` (its own error answers otherwise)."""
+        if conn.their_state is not h11._state.MIGHT_SWITCH_PROTOCOL:
+            await self._send_error(conn, writer, 400, "bad_request", f"send Upgrade: {takeover.upgrade}")
+            return
+        # Before the 101 goes out: what the client sends next (descriptors) is not for the stream reader.
+        transport = writer.transport
+        assert isinstance(transport, asyncio.ReadTransport)
+        transport.pause_reading()
+        headers = [("Upgrade", takeover.upgrade), ("Connection", "Upgrade")]
+        writer.write(conn.send(h11.InformationalResponse(status_code=101, headers=headers)))
+        await writer.drain()
+        own = writer.get_extra_info("socket")
+        sock = socket.socket(fileno=os.dup(own.fileno()))
+        try:
+            sock.setblocking(False)
+            await takeover.run(sock)
+        finally:
+            sock.close()
 
     async def _send_error(
         self, conn: h11.Connection, writer: asyncio.StreamWriter, status: int, code: str, message: str

@@ -106,6 +106,17 @@ async def _route(service: BrokerService, request: ApiRequest) -> tuple[int, Any]
                 "expires_at": tokens.expires_at,
                 "scope": " ".join(tokens.scope),
             }
+        case ("connections", name, "proxy"):
+            # A proxy session the service hosts (broker.service.proxy_session):
+            # authorized as a token request, then the connection is taken over.
+            _method(request, "POST")
+            return 101, await service.open_proxy(
+                name,
+                request.peer.identity,
+                on_hold=lambda held: request.interim(
+                    [("Broker-Waiting", f"approval; seconds={math.ceil(held.seconds_left())}")]
+                ),
+            )
         case ("connections", name, "token", "rejected"):
             _method(request, "POST")
             digest = _body(request).get("token_sha256")

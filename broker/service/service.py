@@ -76,7 +76,7 @@ from ..storage.atomic import file_lock, off_loop
 from ..storage.config import Config, save_config
 from ..storage.paths import Paths
 from ..storage.store import Store
-from .api import ApiRequest, ApiServer
+from .api import ApiRequest, ApiServer, Takeover
 from .audit import AuditLog
 from .events import (
     AccessDenied,
@@ -99,6 +99,7 @@ from .grants import DECISIONS, POLICIES, UNTIL_STOP, ApprovalRequest, Decision, 
 from .identity import ClientIdentity
 from .notify import notify_desktop
 from .procfs import ancestors
+from .proxy_session import UPGRADE, ProxySessions
 from .schedule import Scheduler, backoff_delay, is_fresh, refresh_deadline, refresh_due_at, refresh_margin
 
 __all__ = ["BrokerService", "Flow", "MIN_SERVE_TTL", "REJECTED_INTERVAL"]
@@ -226,6 +227,11 @@ class BrokerService:
         self.api = ApiServer(self.handle, socket_path, **(api_options or {}))
         self.api.on_identity_changed = self._identity_changed
         self.scheduler = Scheduler(self._fire_refresh, clock=clock, max_sleep=max_sleep)
+        self.proxy_sessions = ProxySessions(
+            lambda name, client, min_ttl: self.token_for(name, client, min_ttl=min_ttl),
+            self.report_rejected,
+            self.report_insufficient_scope,
+        )
         self._settings: dict[str, ConnectionSettings] = {}
         self._states: dict[str, ConnectionState] = {}
         self._inflight: dict[str, asyncio.Task[TokenSet]] = {}
@@ -740,6 +746,18 @@ class BrokerService:
             self.events.emit(TokenServed(name, client.name, client.app_pid or client.pid))
         return tokens
 
+    async def open_proxy(self, name: str, client: ClientIdentity, *, on_hold: OnHold | None = None) -> Takeover:
+        """A proxy session hosted here for `client`, authorized as a token request
+        is (grants, policy, a person's answer). A connection that is not
+        connected yet is not refused: as in the proxy process, each request
+        says so until `connect` succeeds. Each request's token is a hand-out
+        of its own (`token_for`: checked and audited)."""
+        server_url = self._require(name).server_url
+        granted = self.grants.decide(client.key, name) if client.key else None
+        if not (granted or (granted is None and self.policy == "allow")):
+            await self._authorize(name, client, on_hold)
+        return Takeover(UPGRADE, lambda sock: self.proxy_sessions.run(name, server_url, client, sock))
+
     async def report_rejected(self, name: str, client: ClientIdentity, token_sha256: object) -> dict[str, Any]:
         """A client's report that a server rejected (HTTP 401) the token with
         this SHA-256. If it is the current token, refresh once: the single
@@ -1047,6 +1065,7 @@ class BrokerService:
             "pid": os.getpid(),
             "policy": self.policy,
             "connections": len(self._settings),
+            "proxy_sessions": self.proxy_sessions.count,
             "ui": self.ui,
         }
 

@@ -1,0 +1,272 @@
+"""Proxy sessions hosted by the service: `POST /v1/connections/NAME/proxy`.
+
+`mcp-token-broker proxy NAME` (`broker.client.proxy_thin`) hands its stdin,
+stdout and stderr to the service over the socket (SCM_RIGHTS, after a `101`),
+and the service runs the same proxy the process would have run
+(`broker.client.proxy.run_proxy`, the official SDK's transports), in its own
+event loop. So a proxy starts without importing the SDK and holds no copy of
+it, and the token never leaves the service: each HTTP request takes it from
+the service's memory (`token_for`, audited as every hand-out) and a 401 is
+reported to the service directly.
+
+The session ends when the client closes stdin, when the thin client's socket
+closes (the MCP client killed it), or when the service stops. The received
+descriptors are closed on every path, and the thin client is told the exit
+status (one line) before its socket closes.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import select
+import socket
+import stat
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from ..client.proxy_thin import UPGRADE
+from ..errors import BrokerError
+from ..oauth.tokens import TokenSet
+from ..storage.atomic import off_loop
+from .identity import ClientIdentity
+
+__all__ = ["UPGRADE", "ProxySessions"]
+
+log = logging.getLogger(__name__)
+
+#: stdin, stdout, stderr.
+FD_COUNT = 3
+#: A line from the client longer than this ends the session (the service's memory is shared).
+MAX_LINE = 16 * 1024 * 1024
+#: The `min_ttl` asked for the token of each request (as the in-process proxy's `BrokerAuth`).
+MIN_TTL = 30
+
+TokenFor = Callable[[str, ClientIdentity, float], Awaitable[TokenSet]]
+Rejected = Callable[[str, ClientIdentity, str], Awaitable[Any]]
+#: `BrokerService.report_insufficient_scope`: (name, client, token_sha256, scopes) -> its answer.
+Insufficient = Callable[[str, ClientIdentity, str, list[str]], Awaitable[dict[str, Any]]]
+
+
+def receive_fds(sock: socket.socket) -> list[int]:
+    """The descriptors of one SCM_RIGHTS message (one byte `F`); all of them or none."""
+    fds = array.array("i")
+    data, ancdata, flags, _ = sock.recvmsg(1, socket.CMSG_SPACE(FD_COUNT * fds.itemsize))
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - (len(payload) % fds.itemsize)])
+    received = list(fds)
+    if data != b"F" or len(received) != FD_COUNT or flags & socket.MSG_CTRUNC:
+        close_all(received)
+        raise OSError("the proxy did not pass its stdin, stdout and stderr")
+    return received
+
+
+def close_all(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+class _Lines:
+    """The client's lines from a pipe, without a thread (stdio_server's `stdin`)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buf = b""
+        self._eof = False
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self
+
+    async def __anext__(self) -> str:
+        import anyio
+
+        while True:
+            end = self._buf.find(b"\n")
+            if end >= 0:
+                line, self._buf = self._buf[: end + 1], self._buf[end + 1 :]
+                return line.decode("utf-8", "replace")
+            if self._eof:
+                if not self._buf:
+                    raise StopAsyncIteration
+                line, self._buf = self._buf, b""
+                return line.decode("utf-8", "replace")
+            if len(self._buf) > MAX_LINE:
+                raise OSError("a line from the client is too long")
+            await anyio.wait_readable(self._fd)
+            try:
+                chunk = os.read(self._fd, 65536)
+            except BlockingIOError:
+                continue
+            if chunk:
+                self._buf += chunk
+            else:
+                self._eof = True
+
+
+class _Output:
+    """Lines to the client's pipe, without a thread (stdio_server's `stdout`)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buf = bytearray()
+
+    async def write(self, text: str) -> None:
+        self._buf += text.encode()
+
+    async def flush(self) -> None:
+        import anyio
+
+        while self._buf:
+            try:
+                done = os.write(self._fd, self._buf)
+            except BlockingIOError:
+                await anyio.wait_writable(self._fd)
+                continue
+            del self._buf[:done]
+
+
+def _stderr_writer(fd: int) -> Callable[[str], None]:
+    """The Reporter's lines to the client's stderr, only when they go through at once."""
+
+    def write(text: str) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            if select.select([], [fd], [], 0)[1]:
+                os.write(fd, text.encode())
+
+    return write
+
+
+def _pollable(fd: int) -> bool:
+    mode = os.fstat(fd).st_mode
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+def _nonblocking(fd: int) -> None:
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+
+
+def _load_sdk() -> None:
+    from ..client import proxy, proxy_errors  # noqa: F401
+    from ..client.proxy import run_proxy  # noqa: F401
+
+
+def _service_auth(
+    name: str,
+    identity: ClientIdentity,
+    token_for: TokenFor,
+    rejected: Rejected,
+    insufficient: Insufficient | None = None,
+) -> Any:
+    """An `httpx2.Auth` that takes the token from the service's memory."""
+    import httpx2
+
+    class ServiceAuth(httpx2.Auth):
+        requires_request_body = False
+        requires_response_body = False
+
+        def __repr__(self) -> str:
+            return f"ServiceAuth({name!r})"
+
+        async def async_auth_flow(self, request: Any) -> Any:
+            token = (await token_for(name, identity, MIN_TTL)).access_token.reveal()
+            request.headers["Authorization"] = f"Bearer {token}"
+            response = yield request
+            if response.status_code == 401:
+                digest = hashlib.sha256(token.encode()).hexdigest()
+                with contextlib.suppress(BrokerError):
+                    await rejected(name, identity, digest)
+                token = (await token_for(name, identity, MIN_TTL * 4)).access_token.reveal()
+                request.headers["Authorization"] = f"Bearer {token}"
+                yield request
+            elif response.status_code == 403 and insufficient is not None:
+                await _step_up(name, identity, token, response, insufficient)
+
+    return ServiceAuth()
+
+
+async def _step_up(name: str, identity: ClientIdentity, token: str, response: Any, insufficient: Insufficient) -> None:
+    """A 403 `insufficient_scope` goes to the service (`broker.stepup`); its
+    words for the client ride on the response (`GuardedClient` answers them)."""
+    from ..oauth.challenge import insufficient_scope
+
+    scopes = insufficient_scope(response.headers.get_list("www-authenticate"))
+    if scopes is None:
+        return
+    try:
+        answer = await insufficient(name, identity, hashlib.sha256(token.encode()).hexdigest(), list(scopes))
+    except BrokerError as exc:
+        log.info("reporting insufficient scope of %s failed: %s", name, exc)
+        return
+    if isinstance(answer.get("message"), str):
+        response.extensions["broker_step_up"] = answer["message"]
+
+
+class ProxySessions:
+    """Runs hosted proxy sessions and counts them (`/v1/health`)."""
+
+    def __init__(self, token_for: TokenFor, rejected: Rejected, insufficient: Insufficient | None = None) -> None:
+        self._token_for = token_for
+        self._rejected = rejected
+        self._insufficient = insufficient
+        self.count = 0
+
+    async def run(self, name: str, server_url: str, identity: ClientIdentity, sock: socket.socket) -> None:
+        """One session over `sock` (non-blocking, after the `101`)."""
+        import anyio
+
+        await anyio.wait_readable(sock)
+        fds = receive_fds(sock)
+        self.count += 1
+        status = 1
+        try:
+            stdin, stdout, stderr = fds
+            if not (_pollable(stdin) and _pollable(stdout)):
+                raise OSError("stdin and stdout must be pipes or sockets")
+            _nonblocking(stdin)
+            _nonblocking(stdout)
+            await off_loop(_load_sdk)  # the first session imports the SDK, off the loop
+            status = await self._serve(name, server_url, identity, sock, stdin, stdout, stderr)
+        except (OSError, BrokerError) as exc:
+            log.warning("proxy session for %s ended: %s", name, exc)
+        except Exception:
+            log.exception("proxy session for %s failed", name)
+        finally:
+            for fd in fds[:2]:  # as they came: the thin client may answer on them itself
+                with contextlib.suppress(OSError):
+                    os.set_blocking(fd, True)
+            close_all(fds)
+            self.count -= 1
+        with contextlib.suppress(OSError):
+            sock.send(f"{status}\n".encode())
+
+    async def _serve(self, name: str, server_url: str, identity: ClientIdentity, sock: socket.socket, *fds: int) -> int:
+        import anyio
+
+        from ..client.proxy import run_proxy
+        from ..client.proxy_errors import Reporter
+
+        stdin, stdout, stderr = fds
+        auth = _service_auth(name, identity, self._token_for, self._rejected, self._insufficient)
+        report = Reporter(write=_stderr_writer(stderr))
+        ended_by_client = False
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                nonlocal ended_by_client
+                # The thin client sends nothing more: readable means it closed (it died).
+                await anyio.wait_readable(sock)
+                ended_by_client = True
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(watch)
+            await run_proxy(name, server_url, stdio=(_Lines(stdin), _Output(stdout)), auth=auth, report=report)
+            tg.cancel_scope.cancel()
+        if ended_by_client:
+            log.info("the proxy for %s went away; its session ended", name)
+        return 0
