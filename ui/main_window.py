@@ -207,6 +207,9 @@ class MainWindow(QMainWindow):
         self.add_action = self._action(
             "&Add…", QKeySequence.StandardKey.New, "Add a remote MCP server (Ctrl+N)", self.add_connection
         )
+        self.import_action = self._action(
+            "&Import…", None, "Add the servers your other MCP clients use", self.import_connections
+        )
         self.connect_action = self._action(
             "&Connect",
             "Ctrl+Return",
@@ -258,7 +261,13 @@ class MainWindow(QMainWindow):
         ):
             toolbar.addAction(action)
         menu = self.menuBar().addMenu("&Broker")
-        for action in (self.add_action, self.connect_action, self.disconnect_action, self.remove_action):
+        for action in (
+            self.add_action,
+            self.import_action,
+            self.connect_action,
+            self.disconnect_action,
+            self.remove_action,
+        ):
             menu.addAction(action)
         menu.addSeparator()
         for action in (self.clients_action, self.settings_action, self.find_action):
@@ -408,6 +417,14 @@ class MainWindow(QMainWindow):
 
         dialog = AddDialog(self.bridge, self.model.names(), self)
         dialog.added.connect(self._added)
+        self._keep(dialog)
+        dialog.open()
+
+    def import_connections(self) -> None:
+        from .import_dialog import ImportDialog
+
+        dialog = ImportDialog(self.bridge, self)
+        dialog.imported.connect(lambda names: self.statusBar().showMessage(f"Imported {', '.join(names)}", 5000))
         self._keep(dialog)
         dialog.open()
 
