@@ -359,3 +359,32 @@ def test_import_from_mcp_remote_without_a_known_url_says_what_to_pass(cli, tmp_p
     assert result.returncode == 0, result.stderr
     assert "pass --url URL" in result.stdout
     assert "x" not in result.stdout.replace("--url", "")  # never the token
+
+
+def test_mcp_remote_tokens_from_another_issuer_are_refused(cli, stack, tmp_path):
+    """Files in mcp-remote's exact format (its saveTokens / saveClientInformation)
+    whose issuer is not the one the server names now: nothing is adopted."""
+    _, mcp = stack
+    home = _env_home(cli, tmp_path)
+    store = home / ".mcp-auth" / "mcp-remote-v1"
+    h = server_hash(mcp.url)
+    tokens = {
+        "access_token": "at-from-elsewhere",
+        "token_type": "Bearer",
+        "expires_in": 3600,
+        "scope": "mcp:read",
+        "refresh_token": "rt-from-elsewhere",
+        "issuer": "https://evil.example",
+        "expires_at": 4102444800000,
+        "requested_scope": "mcp:read",
+    }
+    info = {"client_id": "c1", "redirect_uris": ["http://localhost:1/oauth/callback"], "issuer": "https://evil.example"}
+    write(store / f"{h}_tokens.json", json.dumps(tokens, indent=2))
+    write(store / f"{h}_client_info.json", json.dumps(info, indent=2))
+    result = cli("import", "--from", "mcp-remote", "--url", mcp.url, "--all", "--delete-plaintext")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "come from https://evil.example" in result.stderr
+    assert "from-elsewhere" not in result.stdout + result.stderr
+    name = result.stdout.split()[1]
+    assert cli("show", name, "--json").json()["status"] == "not_connected"
+    assert (store / f"{h}_tokens.json").exists()  # nothing deleted

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ClientConfigUnreadable
+from ..oauth.urls import suggest_name as url_name
 
 __all__ = [
     "ConfigFile",
@@ -179,9 +180,7 @@ def found_in(client: str, config: ConfigFile, table: tuple[str, ...]) -> list[Fo
 
 
 def suggest_name(entry: str, url: str) -> str:
-    """A connection name (broker.model.NAME_RE) from the entry's key, else the URL's host."""
-    for source in (entry, urlsplit(url).hostname or ""):
-        name = re.sub(r"[^a-z0-9._-]+", "-", source.lower()).strip("-._")[:64]
-        if name:
-            return name
-    return "server"
+    """A connection name (broker.model.NAME_RE) from the entry's key, else
+    from the URL as the Add dialog names it (broker.oauth.urls.suggest_name)."""
+    name = re.sub(r"[^a-z0-9._-]+", "-", entry.lower()).strip("-._")[:64]
+    return name or url_name(url) or "server"
