@@ -172,3 +172,42 @@ def test_stdin_that_is_a_terminal_runs_the_proxy_in_process(cli, short_stack, se
         os.close(master)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def _client_ports(server_port: int) -> set[int]:
+    """Local ports of every TCP socket to `server_port` the kernel lists, TIME-WAIT included."""
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    local, remote = line.split()[1:3]
+                    if int(remote.rsplit(":", 1)[1], 16) == server_port:
+                        ports.add(int(local.rsplit(":", 1)[1], 16))
+        except FileNotFoundError:
+            continue
+    return ports
+
+
+def test_calls_reuse_one_connection_to_the_server(cli, short_stack, service):
+    """The server answers each call with an SSE stream; the proxy reads it to
+    its end, so its connection goes back to the pool (it opened one per call)."""
+    from urllib.parse import urlsplit
+
+    _, mcp = short_stack
+    _connected(cli, mcp, "reuse")
+    port = urlsplit(mcp.url).port
+    assert port is not None
+    proxy = StdioProxy(cli.exe, "reuse", cli.env)
+    try:
+        _initialized(proxy)
+        _echo(proxy, 2, "warm")
+        before = _client_ports(port)
+        for i in range(20):
+            assert f"call {i}" in _echo(proxy, 10 + i, f"call {i}")
+        opened = _client_ports(port) - before
+    finally:
+        code, stderr = proxy.finish()
+    assert code == 0 and stderr == "", stderr
+    assert len(opened) <= 1, f"{len(opened)} new connections for 20 calls"

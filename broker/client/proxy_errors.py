@@ -30,6 +30,7 @@ import mcp_types
 from mcp.shared.message import SessionMessage
 
 from ..errors import BrokerError, ServiceUnavailable
+from .keepalive import keep_alive
 
 __all__ = ["NOT_RUNNING", "GuardedClient", "Reporter", "describe", "error_answer", "invalid_input_answer"]
 
@@ -134,6 +135,7 @@ class GuardedClient(httpx2.AsyncClient):
             return self._failed(request, f"the MCP server at {_where(request)} {words} (HTTP {status})")
         if request.method == "POST" and status < 400:
             self._reporter.succeeded()
+            keep_alive(response)  # one TCP connection for call after call (broker.client.keepalive)
         return response
 
     def _failed(self, request: httpx2.Request, text: str) -> httpx2.Response:
