@@ -211,3 +211,44 @@ def test_calls_reuse_one_connection_to_the_server(cli, short_stack, service):
         code, stderr = proxy.finish()
     assert code == 0 and stderr == "", stderr
     assert len(opened) <= 1, f"{len(opened)} new connections for 20 calls"
+
+
+def _broker_holds_path(service, path: str) -> bool:
+    fd_dir = f"/proc/{service.proc.pid}/fd"
+    for fd in os.listdir(fd_dir):
+        try:
+            if os.readlink(f"{fd_dir}/{fd}") == path:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def test_descriptors_that_are_not_pipes_are_refused_and_closed(cli, short_stack, service, tmp_path):
+    """A peer speaking the protocol by hand passes a regular file three times:
+    no session, exit status 1, and the broker keeps none of the descriptors."""
+    import socket
+
+    _, mcp = short_stack
+    _connected(cli, mcp, "byhand")
+    target = tmp_path / "not-a-pipe"
+    target.write_bytes(b"")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(30)
+    with sock, open(target, "rb") as f:
+        sock.connect(str(service.socket_path))
+        sock.sendall(
+            b"POST /v1/connections/byhand/proxy HTTP/1.1\r\nHost: broker\r\nConnection: Upgrade\r\n"
+            b"Upgrade: mcp-token-broker-proxy\r\nContent-Length: 0\r\n\r\n"
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(4096)
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        socket.send_fds(sock, [b"F"], [f.fileno()] * 3)
+        status = b""
+        while chunk := sock.recv(64):
+            status += chunk
+    assert status == b"1\n"
+    assert not _broker_holds_path(service, str(target))
+    assert _sessions(service) == 0

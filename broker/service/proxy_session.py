@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 #: stdin, stdout, stderr.
 FD_COUNT = 3
+#: Seconds the thin client has, after the 101, to send its descriptors.
+FD_WAIT = 10.0
 #: A line from the client longer than this ends the session (the service's memory is shared).
 MAX_LINE = 16 * 1024 * 1024
 #: The `min_ttl` asked for the token of each request (as the in-process proxy's `BrokerAuth`).
@@ -220,8 +222,13 @@ class ProxySessions:
         """One session over `sock` (non-blocking, after the `101`)."""
         import anyio
 
-        await anyio.wait_readable(sock)
-        fds = receive_fds(sock)
+        with anyio.move_on_after(FD_WAIT):
+            await anyio.wait_readable(sock)
+        try:
+            fds = receive_fds(sock)  # nothing yet after FD_WAIT: BlockingIOError
+        except OSError as exc:
+            log.warning("a proxy for %s did not pass its descriptors: %s", name, exc)
+            return
         self.count += 1
         status = 1
         try:
