@@ -473,11 +473,15 @@ class MainWindow(QMainWindow):
         if not revocation.get("still_valid"):
             self._after(f"Disconnected {name}", result)
             return
-        # The tokens keep working elsewhere: too important for the status bar alone.
-        from .plaintext import warn
-
+        # The tokens keep working elsewhere: too important for the status bar
+        # alone. Window-modal, not a nested event loop: the broker goes on.
         self.statusBar().showMessage(f"Disconnected {name}; not revoked at the server", 8000)
-        warn(self, f"{name}: not revoked at the server", str(result.get("warning") or ""))
+        title = f"{name}: not revoked at the server"
+        box = QMessageBox(QMessageBox.Icon.Warning, title, str(result.get("warning") or ""), parent=self)
+        box.setTextFormat(Qt.TextFormat.PlainText)  # the line quotes the server
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        self._keep(box)
+        box.open()
 
     def remove_connection(self, name: str, *, confirm: bool = True) -> None:
         row = self.model.row(name)
