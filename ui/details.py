@@ -87,11 +87,22 @@ class DetailsPane(QWidget):
         menu = QMenu(self.copy_button)
         menu.aboutToShow.connect(self._fill_copy_menu)
         self.copy_button.setMenu(menu)
-        # Two rows: "Copy client config" never shares a row it could be squeezed in.
+        self.test_button = QPushButton("&Test")
+        self.test_button.setToolTip(
+            "Check that the MCP server answers with the current token (MCP initialize and tools/list)"
+        )
+        # The last test's outcome, per connection: what answered and how fast, or the exact failure.
+        self.test_result = ElidedLabel(tip="The last Test: the server, its tools, the protocol and the round trip")
+        self.test_result.setAccessibleName("Test result")
+        self.test_result.hide()
+        self._tests: dict[str, str] = {}
+        self._testing: set[str] = set()
+        # Two rows: "Copy client config" never shares a row with more than Test.
         buttons = QGridLayout()
         for column, b in enumerate((self.connect_button, self.disconnect_button, self.remove_button)):
             buttons.addWidget(b, 0, column)
-        buttons.addWidget(self.copy_button, 1, 0, 1, 3)
+        buttons.addWidget(self.test_button, 1, 0)
+        buttons.addWidget(self.copy_button, 1, 1, 1, 2)
 
         # The values scroll; the title and the buttons stay in view at any window size.
         body = QWidget()
@@ -109,11 +120,13 @@ class DetailsPane(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(self.title)
         layout.addWidget(self.values_area, 1)
+        layout.addWidget(self.test_result)
         layout.addLayout(buttons)
 
         self.connect_button.clicked.connect(lambda: self._emit_for_shown(self.connectRequested))
         self.disconnect_button.clicked.connect(lambda: self._emit_for_shown(self.disconnectRequested))
         self.remove_button.clicked.connect(lambda: self._emit_for_shown(self.removeRequested))
+        self.test_button.clicked.connect(self.run_test)
         self._set_enabled(False)
         # Hand-outs can come many a second: reload at most every 300 ms.
         self._soon = QTimer(self)
@@ -129,6 +142,7 @@ class DetailsPane(QWidget):
     def _set_enabled(self, on: bool) -> None:
         for b in (self.connect_button, self.disconnect_button, self.remove_button, self.copy_button):
             b.setEnabled(on)
+        self.test_button.setEnabled(on and self.name not in self._testing)
 
     def show_connection(self, name: str | None) -> None:
         self.name = name
@@ -136,6 +150,7 @@ class DetailsPane(QWidget):
             self.clear()
             return
         self.title.setText(name)
+        self._show_test(name)
 
         async def load(service: BrokerService) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             # Enough entries that a busy proxy, folded to a line a minute, leaves room for the rest.
@@ -161,6 +176,7 @@ class DetailsPane(QWidget):
             label.setText("—")
         self.checklist.set_items([])
         self.audit.clear()
+        self.test_result.hide()
         self.connect_button.setText("&Connect")
         self._set_enabled(False)
 
@@ -204,6 +220,43 @@ class DetailsPane(QWidget):
             self.audit.addItem(f"{time.strftime('%H:%M:%S', time.localtime(item.last))}  {describe(item)}")
         if not audit:
             self.audit.addItem("No client has asked for this token yet.")
+
+    def run_test(self) -> None:
+        """MCP initialize and tools/list with the current token, on the service's
+        loop (the window stays live); "Testing…" until the result comes back."""
+        name = self.name
+        if name is None or name in self._testing:
+            return
+        self._testing.add(name)
+        self._tests[name] = f"Testing {name}…"
+        self._show_test(name)
+        self.test_button.setEnabled(False)
+
+        async def check(service: BrokerService) -> Any:
+            import asyncio
+            import importlib
+
+            # Its imports (httpx2, then the MCP SDK) load in a thread: the loop serves meanwhile.
+            probe = await asyncio.to_thread(importlib.import_module, "broker.client.probe")
+            return await probe.probe_in_process(service, name)
+
+        self.bridge.run(
+            check,
+            lambda result: self._tested(name, f"OK: {result.summary()}"),
+            lambda exc: self._tested(name, f"Failed: {exc}"),
+        )
+
+    def _tested(self, name: str, text: str) -> None:
+        self._testing.discard(name)
+        self._tests[name] = text
+        if name == self.name:
+            self._show_test(name)
+            self.test_button.setEnabled(self.view is not None)
+
+    def _show_test(self, name: str) -> None:
+        text = self._tests.get(name)
+        self.test_result.setText(text or "")
+        self.test_result.setVisible(text is not None)
 
     def _fill_copy_menu(self) -> None:
         from broker.cli.snippets import CLIENTS

@@ -67,9 +67,9 @@ class ProbeResult:
         return f"{name} {version}" if version else f"{name} (no version given)"
 
     def summary(self) -> str:
-        """One line: what answered and how fast."""
+        """One line: how fast, what it offers, and who answered (last: the longest, elided first)."""
         tools = "1 tool" if self.tools == 1 else f"{self.tools} tools"
-        return f"{self.server()} · {tools} · protocol {self.protocol_version} · {self.round_trip_ms:.0f} ms"
+        return f"{self.round_trip_ms:.0f} ms · {tools} · protocol {self.protocol_version} · {self.server()}"
 
     def to_json(self) -> dict[str, Any]:
         return {
