@@ -20,7 +20,11 @@ Each round measures, interleaved (the order alternates between rounds):
    (`stdio_client`) and one straight to the server (`streamable_http_client`
    with the bearer header) call `echo` in turn, call after call; the extra
    time of a proxy is its median minus the direct median of the same round;
-3. memory: VmRSS of each proxy's process tree after those calls (1,000 each).
+3. memory: VmRSS of each proxy's process tree after those calls (1,000 each);
+   ours runs its session in `serve`, so the broker's VmRSS growth over the
+   session is added to the proxy process's own (both are printed). The
+   broker's first session imports the SDK (once per broker): that start-up
+   and that growth are printed apart, before the rounds.
 
 Then the medians over the rounds, the spread (min-max) and the ratios, with
 PASS/MISS against the target: ours at or below mcp-remote on all three.
@@ -29,7 +33,7 @@ Usage (from the repository root):
 
     .venv/bin/python benchmarks/proxy_bench.py             # 5 rounds, about 3 minutes
     .venv/bin/python benchmarks/proxy_bench.py --quick     # 2 rounds, 200 calls
-    .venv/bin/python benchmarks/proxy_bench.py --pin       # servers on CPU 0, clients and proxies on CPU 1
+    .venv/bin/python benchmarks/proxy_bench.py --pin       # servers on CPU 0; clients, proxies and serve on CPU 1
 
 mcp-remote is installed into benchmarks/peers (`npm ci`) on the first run.
 Exit status: 0 when the run completed (a MISS is a result), 1 when something broke.
@@ -243,6 +247,8 @@ async def calls_round(
     from mcp.client.streamable_http import streamable_http_client
 
     me = os.getpid()
+    assert stack.serve is not None
+    broker_before = _rss_kib(stack.serve.pid)
     lat: dict[str, list[float]] = {"direct": [], "ours": [], "mcp-remote": []}
     pids: dict[str, int] = {}
     async with AsyncExitStack() as es:
@@ -273,8 +279,11 @@ async def calls_round(
             # rotate who goes first, so no path always follows another
             paths.append(paths.pop(0))
         rss = {which: _rss_kib(pid) for which, pid in pids.items()}
+        # Ours runs in the broker: its growth over this session counts too.
+        thin, growth = rss["ours"], _rss_kib(stack.serve.pid) - broker_before
+        rss["ours"] = thin + growth
         cmd = {which: _cmdline(pid)[:60] for which, pid in pids.items()}
-    return {"lat": lat, "rss": rss, "cmd": cmd}
+    return {"lat": lat, "rss": rss, "cmd": cmd, "thin": thin, "growth": growth}
 
 
 # -- the run --------------------------------------------------------------------
@@ -312,14 +321,25 @@ def run(args: argparse.Namespace) -> int:
         stack.start()
         if args.pin:
             os.sched_setaffinity(0, {1})  # this client, and the proxies through taskset, on CPU 1
+            # Our proxy sessions run in the broker: it goes with the proxies, not the servers.
+            assert stack.serve is not None
+            for task in os.listdir(f"/proc/{stack.serve.pid}/task"):
+                os.sched_setaffinity(int(task), {1})
         remote_version = json.loads((PEERS / "node_modules" / "mcp-remote" / "package.json").read_text())["version"]
         node_version = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
         print(f"server:     {stack.url} (tests/servers/mcp_server.py)")
         print(f"ours:       {stack.exe} proxy {CONNECTION}  (python {sys.version.split()[0]})")
         print(f"mcp-remote: {remote_version} on node {node_version}")
         print(f"rounds: {rounds}; per round {starts} start-ups each and {calls} calls each; pinned: {args.pin}")
+        assert stack.serve is not None
+        cold_rss = _rss_kib(stack.serve.pid)
         for which in ("ours", "mcp-remote"):  # warm the page cache and bytecode, not measured
-            startup_ms(stack, which, taskset)
+            first = startup_ms(stack, which, taskset)
+            if which == "ours":
+                # The broker's first hosted session imports the SDK: once per broker, reported apart.
+                print(f"ours, first session of this broker: start-up {first:.0f} ms", flush=True)
+        sdk_mib = (_rss_kib(stack.serve.pid) - cold_rss) / 1024
+        print(f"broker VmRSS: {cold_rss / 1024:.1f} MiB at start, +{sdk_mib:.1f} MiB after its first session")
         per_round: list[dict] = []
         for r in range(rounds):
             order = ["ours", "mcp-remote"] if r % 2 == 0 else ["mcp-remote", "ours"]
@@ -339,6 +359,8 @@ def run(args: argparse.Namespace) -> int:
                 "call": med,
                 "extra": {w: med[w] - med["direct"] for w in ("ours", "mcp-remote")},
                 "rss": {w: res["rss"][w] / 1024 for w in ("ours", "mcp-remote")},
+                "thin": res["thin"] / 1024,
+                "growth": res["growth"] / 1024,
             }
             per_round.append(row)
             if args.verbose:
@@ -349,7 +371,8 @@ def run(args: argparse.Namespace) -> int:
                 f"round {r + 1}: start-up {row['start']['ours']:.0f} | {row['start']['mcp-remote']:.0f} ms;"
                 f" call direct {med['direct']:.2f}, ours +{row['extra']['ours']:.2f},"
                 f" mcp-remote +{row['extra']['mcp-remote']:.2f} ms;"
-                f" RSS {row['rss']['ours']:.1f} | {row['rss']['mcp-remote']:.1f} MiB",
+                f" RSS {row['rss']['ours']:.1f} (proxy {row['thin']:.1f} + broker {row['growth']:+.1f})"
+                f" | {row['rss']['mcp-remote']:.1f} MiB",
                 flush=True,
             )
         print()
@@ -387,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calls", type=int, default=0, help="measured calls per path per round (default 1000)")
     p.add_argument("--starts", type=int, default=0, help="start-ups per proxy per round (default 4)")
     p.add_argument("--warmup", type=int, default=20, help="calls per path before measuring")
-    p.add_argument("--pin", action="store_true", help="the servers on CPU 0, the client and the proxies on CPU 1")
+    p.add_argument("--pin", action="store_true", help="servers on CPU 0; the client, the proxies and serve on CPU 1")
     p.add_argument("-v", "--verbose", action="store_true", help="each path's latency deciles per round")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (serve.log, each proxy's stderr)")
     return run(p.parse_args(argv))

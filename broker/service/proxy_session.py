@@ -26,6 +26,8 @@ import os
 import select
 import socket
 import stat
+import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 
 #: stdin, stdout, stderr.
 FD_COUNT = 3
+_SDK_LOCK = threading.Lock()
 #: Seconds the thin client has, after the 101, to send its descriptors.
 FD_WAIT = 10.0
 #: A line from the client longer than this ends the session (the service's memory is shared).
@@ -154,8 +157,25 @@ def _nonblocking(fd: int) -> None:
 
 
 def _load_sdk() -> None:
-    from ..client import proxy, proxy_errors  # noqa: F401
-    from ..client.proxy import run_proxy  # noqa: F401
+    """The SDK, once per service. Its import builds some 80,000 container
+    objects and collections in between free nothing: the collector waits
+    (as in `broker.client.proxy.main`), and what was built is frozen."""
+    import gc
+
+    with _SDK_LOCK:  # a second session waits here, on its worker thread, not on the loop
+        if "broker.client.proxy_errors" in sys.modules:
+            return
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            import mcp.client.streamable_http  # noqa: F401
+            import mcp.server.stdio  # noqa: F401
+
+            from ..client import proxy_errors  # noqa: F401
+        finally:
+            if enabled:
+                gc.freeze()
+                gc.enable()
 
 
 def _service_auth(
