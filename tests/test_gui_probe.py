@@ -117,3 +117,19 @@ def test_test_button_and_its_result_fit_at_every_size(qtbot, request):
         for button in (details.test_button, details.copy_button):
             assert button.sizeHint().width() <= button.width(), (where, button.text())
         assert "example:443" in details.test_result.toolTip()  # the full text, however narrow the pane
+
+
+@pytest.mark.parametrize("gui", ["ask"], indirect=True)
+def test_the_apps_own_test_is_not_asked_about_under_the_ask_policy(qtbot, gui, stack):  # noqa: F811 - the imported fixture
+    # The person pressed Test in the broker's own window: asking them to approve
+    # the broker would be noise, and under `deny` the button could never work.
+    _, mcp = stack
+    _, bridge, window = gui
+    asked = []
+    bridge.clientAsked.connect(lambda request: asked.append(request))
+    _added(qtbot, window, "demo", mcp.url)
+
+    text = _run_test(qtbot, window)
+
+    assert text.startswith("OK: "), text
+    assert asked == []

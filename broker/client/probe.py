@@ -304,6 +304,8 @@ async def probe_in_process(service: BrokerService, name: str, *, timeout: float 
     from ..service.identity import ClientIdentity
 
     view = await service.show(name)
-    me = ClientIdentity(pid=os.getpid(), app_pid=os.getpid(), exe=None, script=None, name=APP_CLIENT_NAME)
+    me = ClientIdentity(
+        pid=os.getpid(), app_pid=os.getpid(), exe=None, script=None, name=APP_CLIENT_NAME, in_process=True
+    )
     tokens = ServiceTokens(service, me, asyncio.get_running_loop())
     return await probe(name, str(view["server_url"]), tokens=tokens, timeout=timeout)

@@ -59,6 +59,9 @@ class ClientIdentity:
     script: str | None  # interpreters: absolute script path, or "-m module"; else None
     name: str  # short display name, e.g. "claude", "python3 agent.py"
     chain: tuple[str, ...] = ()  # processes skipped on the way up, nearest first
+    # The broker's own code (the app's Test button), never a socket peer: the
+    # policy does not ask the person about the program they are using.
+    in_process: bool = False
 
     @property
     def key(self) -> str:

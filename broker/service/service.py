@@ -698,7 +698,7 @@ class BrokerService:
         settings = self._require(name)
         # The common case, a granted client or the allow policy, needs no await.
         granted = self.grants.decide(client.key, name) if client.key else None
-        if not (granted or (granted is None and self.policy == "allow")):
+        if not (client.in_process or granted or (granted is None and self.policy == "allow")):
             await self._authorize(name, client, on_hold)
         state = self._states.get(name)
         tokens = state.tokens if state else None
