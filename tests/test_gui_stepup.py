@@ -46,6 +46,10 @@ def test_reconnect_dialog_names_the_new_scope_before_the_browser_opens(qtbot, gu
     assert answer.status_code == 403
     qtbot.waitUntil(lambda: bool(notified), timeout=10000)
     assert notified[0][0] == "adm needs more access" and "scope mcp:admin" in notified[0][1], notified
+    # Details says it too, beside the scopes, until the next login grants it.
+    window.select("adm")
+    qtbot.waitUntil(lambda: window.details.step_up.text() == "mcp:admin: Reconnect to grant it", timeout=10000)
+    assert window.details.step_up.isVisible()
 
     seen_at_browser: list[str] = []
     dialog = ConnectDialog(bridge, "adm", window)
@@ -59,3 +63,4 @@ def test_reconnect_dialog_names_the_new_scope_before_the_browser_opens(qtbot, gu
     assert dialog.asking.isVisible() or dialog.asking.text()
     view = client.connection("adm")
     assert "mcp:admin" in view["scopes"] and view["step_up"] is None
+    qtbot.waitUntil(lambda: not window.details.step_up.isVisible(), timeout=10000)

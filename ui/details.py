@@ -58,6 +58,9 @@ class DetailsPane(QWidget):
         self.requested = _label("The scopes the broker asked for")
         self.granted = _label("The scopes the authorization server granted (may differ from the request)")
         self.expiry = _label("When the current access token expires")
+        # A server's scope challenge (insufficient_scope): what the next login adds.
+        self.step_up = _label("Scopes a server asked for that this connection's token lacks")
+        self.step_up.setStyleSheet("font-weight: 600;")
         self.refresh_token = _label("Whether the broker holds a refresh token, so it can renew access without you")
         self.registration = _label("How the broker is registered with the authorization server", middle)
         form = QFormLayout()
@@ -65,6 +68,9 @@ class DetailsPane(QWidget):
         form.addRow("Issuer:", self.issuer)
         form.addRow("Requested scopes:", self.requested)
         form.addRow("Granted scopes:", self.granted)
+        form.addRow("Needs more access:", self.step_up)
+        self._form = form
+        form.setRowVisible(self.step_up, False)
         form.addRow("Token expires:", self.expiry)
         form.addRow("Refresh token:", self.refresh_token)
         form.addRow("Registration:", self.registration)
@@ -164,6 +170,7 @@ class DetailsPane(QWidget):
         self.view = None
         self._soon.stop()
         self.title.setText("Select a connection")
+        self._form.setRowVisible(self.step_up, False)
         for label in (
             self.server,
             self.issuer,
@@ -204,6 +211,13 @@ class DetailsPane(QWidget):
         self.issuer.setText(view.get("issuer") or "—")
         self.requested.setText(" ".join(view.get("requested_scopes") or ()) or "—")
         self.granted.setText(" ".join(view.get("scopes") or ()) or "—")
+        step_up = view.get("step_up") or {}
+        missing = " ".join(step_up.get("missing") or ())
+        if step_up.get("pending"):
+            self.step_up.setText(f"{missing}: Reconnect to grant it")
+        else:
+            self.step_up.setText(f"{missing}: the server did not grant it")
+        self._form.setRowVisible(self.step_up, bool(step_up and missing))
         expires = view.get("expires_at")
         self.expiry.setText(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(expires)) if expires else "—")
         self.refresh_token.setText("Yes: renewed in the background" if view.get("has_refresh_token") else "No")
