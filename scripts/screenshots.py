@@ -297,7 +297,25 @@ def shoot_dialogs(window, out: Path, settle) -> list[str]:
     settings.grab().save(str(out / "settings-dialog.png"))
     settings.settle.stop()  # nothing was changed: write nothing
     settings.done(0)
-    return ["add-dialog-error", "settings-dialog"]
+    return ["add-dialog-error", "settings-dialog", *shoot_device(window, out, settle)]
+
+
+def shoot_device(window, out: Path, settle) -> list[str]:
+    """The Connect dialog in device mode, as the server's answer fills it."""
+    from ui.connect_dialog import ConnectDialog
+
+    dialog = ConnectDialog(window.bridge, "github", window, mode="device")
+    dialog.stage.setText("Waiting for you to log in on the other device…")
+    url = "https://auth.githubcopilot.com/device?user_code=WDJB-MJHT"
+    dialog._show_device({"user_code": "WDJB-MJHT", "url": url, "expires_at": time.time() + 599})
+    dialog.show()
+    settle()
+    dialog.grab().save(str(out / "connect-device.png"))
+    dialog.timer.stop()
+    dialog.finished_ok = False
+    dialog.hide()
+    dialog.deleteLater()
+    return ["connect-device"]
 
 
 if __name__ == "__main__":

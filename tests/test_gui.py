@@ -514,6 +514,11 @@ def test_empty_state_and_status_line_read_like_english(qtbot, gui):
     assert window.stack.currentWidget() is window.empty
     assert window.empty_headline.text() == "Add your first MCP server"
     assert window.empty_add.isVisible() and window.empty_add.text().startswith("&Add")
+    # ...and offers to bring in what other clients already use.
+    assert window.empty_import.isVisible() and window.empty_import.text().startswith("&Import")
+    window.empty_import.click()
+    qtbot.waitUntil(lambda: any(type(d).__name__ == "ImportDialog" for d in window.dialogs), timeout=5000)
+    next(d for d in window.dialogs if type(d).__name__ == "ImportDialog").reject()
     assert not window.details.isVisible()  # not a pane of dashes
 
 

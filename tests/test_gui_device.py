@@ -49,6 +49,7 @@ def test_device_mode_shows_the_code_large_copies_it_and_counts_down(qtbot, gui, 
     dialog.start()
     code = wait_for_code(qtbot, dialog)
     assert dialog.device.isVisible()
+    assert not dialog.links.isVisible()  # no empty browser-link row in device mode
     assert dialog.code.font().pointSizeF() >= 2 * dialog.stage.font().pointSizeF()
     assert dialog.device_url.text() == f"{oidc.issuer}/device"
     assert dialog.where.text().startswith("At 127.0.0.1:")
@@ -78,6 +79,6 @@ def test_browser_dialog_offers_another_device_and_switches(qtbot, gui, stack, tm
     qtbot.waitUntil(dialog.other_device.isVisible, timeout=10000)
     dialog.other_device.click()
     code = wait_for_code(qtbot, dialog)
-    assert not dialog.other_device.isVisible()
+    assert not dialog.other_device.isVisible() and not dialog.links.isVisible()
     phone(dialog.device_url.text(), code, tmp_path / "phone.log")
     qtbot.waitUntil(lambda: dialog.finished_ok is True, timeout=30000)

@@ -96,7 +96,11 @@ class ConnectDialog(QDialog):
         self.reopen = QPushButton("&Open browser again")
         for w in (self.copy, self.reopen, self.link):
             w.setEnabled(False)
-        links = QHBoxLayout()
+        # The browser login's link row; a device login has its own address and code instead.
+        self.links = QWidget()
+        self.links.setVisible(mode != "device")
+        links = QHBoxLayout(self.links)
+        links.setContentsMargins(0, 0, 0, 0)
         links.addWidget(self.link)
         links.addWidget(self.copy)
         links.addWidget(self.reopen)
@@ -144,7 +148,7 @@ class ConnectDialog(QDialog):
         layout = QVBoxLayout(self)
         layout.addWidget(self.stage)
         layout.addWidget(self.asking)
-        layout.addLayout(links)
+        layout.addWidget(self.links)
         layout.addWidget(self.device)
         layout.addWidget(self.other_device)
         layout.addWidget(self.buttons)
@@ -182,6 +186,7 @@ class ConnectDialog(QDialog):
         self.flow_id = None
         self.mode = "device"
         self.other_device.setVisible(False)
+        self.links.setVisible(False)
         for w in (self.copy, self.reopen, self.link):
             w.setEnabled(False)
         self.stage.setText("Starting…")

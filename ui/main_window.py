@@ -128,6 +128,11 @@ class MainWindow(QMainWindow):
         empty_layout.addWidget(headline)
         empty_layout.addWidget(explain)
         empty_layout.addWidget(self.empty_add, 0, Qt.AlignmentFlag.AlignCenter)
+        # Someone coming from per-client logins already has servers configured somewhere.
+        self.empty_import = QPushButton("&Import from Claude, Cursor, VS Code, Codex…")
+        self.empty_import.setToolTip("Add the remote MCP servers your other MCP clients are configured with")
+        self.empty_import.clicked.connect(self.import_connections)
+        empty_layout.addWidget(self.empty_import, 0, Qt.AlignmentFlag.AlignCenter)
         empty_layout.addStretch(2)
 
         self.stack = QStackedWidget()
