@@ -252,3 +252,17 @@ def test_descriptors_that_are_not_pipes_are_refused_and_closed(cli, short_stack,
     assert status == b"1\n"
     assert not _broker_holds_path(service, str(target))
     assert _sessions(service) == 0
+
+
+def test_a_broker_with_connections_loads_the_sdk_before_the_first_proxy_asks(cli, short_stack):
+    # Without it, the first proxy after the broker starts (a client launched at login,
+    # beside an autostarted broker) waits for the SDK import: a second instead of 50 ms.
+    _, mcp = short_stack
+    _connected(cli, mcp, "warm")  # directly: no service runs yet
+    service = start_service(cli)
+    try:
+        health = BrokerClient(str(service.socket_path)).health
+        _until(lambda: health()["proxy_ready"] is True, "the broker never loaded the SDK on its own")
+        assert _sessions(service) == 0  # loaded before any session asked
+    finally:
+        service.stop()

@@ -238,6 +238,15 @@ class ProxySessions:
         self._insufficient = insufficient
         self.count = 0
 
+    @property
+    def ready(self) -> bool:
+        """Whether the SDK is loaded, so a session starts without importing it."""
+        return "broker.client.proxy_errors" in sys.modules and "mcp.server.stdio" in sys.modules
+
+    async def warm(self) -> None:
+        """Load the SDK now rather than in the first session (`_load_sdk`)."""
+        await off_loop(_load_sdk)
+
     async def run(self, name: str, server_url: str, identity: ClientIdentity, sock: socket.socket) -> None:
         """One session over `sock` (non-blocking, after the `101`)."""
         import anyio

@@ -207,6 +207,7 @@ class BrokerService:
         max_sleep: float = 60.0,
         min_margin: float = 60.0,
         ui: bool = False,
+        warm_proxy_after: float | None = 2.0,
     ) -> None:
         if policy not in POLICIES:
             raise UsageError(f"unknown client policy {policy!r}; use one of {', '.join(POLICIES)}")
@@ -215,6 +216,11 @@ class BrokerService:
         self.engine = engine
         self.policy = policy
         self.approval_timeout = approval_timeout
+        # With connections to serve, load the SDK for hosted proxy sessions this
+        # long after start (once per process, off the loop), so the first proxy
+        # a client starts answers as fast as the next; None: on first use only.
+        self.warm_proxy_after = warm_proxy_after
+        self._warm_task: asyncio.Task[None] | None = None
         self.clock = clock
         self.rng = rng or random.Random()
         self.events = events or EventBus()
@@ -270,6 +276,8 @@ class BrokerService:
         for name in self._settings:
             self._schedule(name)
         self._scheduler_task = asyncio.create_task(self.scheduler.run(), name="refresh-scheduler")
+        if self._settings and self.warm_proxy_after is not None:
+            self._warm_task = asyncio.create_task(self._warm_proxy(self.warm_proxy_after), name="warm-proxy")
         self.started_at = self.clock()
         log.info("serving on %s (policy %s)", self.api.socket_path, self.policy)
 
@@ -288,6 +296,10 @@ class BrokerService:
             ) from None
         self._instance_lock = stack
 
+    async def _warm_proxy(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await self.proxy_sessions.warm()
+
     def _release_instance_lock(self) -> None:
         if self._instance_lock is not None:
             self._instance_lock.close()
@@ -297,6 +309,8 @@ class BrokerService:
         """Stop serving: no new requests, let refreshes finish their writes,
         remove the socket."""
         self._stopping.set()
+        if self._warm_task is not None:
+            self._warm_task.cancel()
         if self._scheduler_task is not None:
             self._scheduler_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -1066,6 +1080,7 @@ class BrokerService:
             "policy": self.policy,
             "connections": len(self._settings),
             "proxy_sessions": self.proxy_sessions.count,
+            "proxy_ready": self.proxy_sessions.ready,
             "ui": self.ui,
         }
 
