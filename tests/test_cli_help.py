@@ -41,12 +41,15 @@ def test_command_list_has_one_line_per_command(cli):
     # A wrapped description leaves a line that starts with spaces and no command.
     assert all(line.startswith("    ") and line[4] != " " for line in listing), listing
     assert {"add", "connect", "token", "headers", "proxy", "approve", "gui"} <= set(commands)
+    # Device login exists: the summary no longer says "through the browser" only.
+    (connect,) = [line for line in listing if line.split()[0] == "connect"]
+    assert connect.split(None, 1)[1] == "log in (browser, or another device with --device)", connect
 
 
 def test_subcommand_help_describes_the_command(cli):
     r = cli("connect", "--help")
     assert r.returncode == 0
-    assert "log in through the browser" in r.stdout
+    assert "log in (browser, or another device with --device)" in r.stdout
     assert "the connection's name" in r.stdout
 
 

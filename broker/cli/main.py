@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave out the RFC 8707 resource parameter, for servers that reject it",
     )
 
-    p = _command(sub, "connect", "log in through the browser and store the tokens")
+    p = _command(sub, "connect", "log in (browser, or another device with --device)")
     p.add_argument("name", help=NAME_HELP)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--no-browser", action="store_true", help="print the login URL instead of opening a browser")
