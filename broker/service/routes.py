@@ -13,7 +13,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from ..codes import status_for
-from ..errors import ApiError, BrokerError, UsageError
+from ..errors import ApiError, BrokerError, UnknownConnection, UsageError
 from .api import ApiRequest, PlainText, error_body
 
 if TYPE_CHECKING:
@@ -58,7 +58,15 @@ def error_answer(exc: BrokerError) -> tuple[int, dict[str, str]]:
 async def route(service: BrokerService, request: ApiRequest) -> tuple[int, Any]:
     """Answer one request: (status, JSON-able body or `PlainText`)."""
     try:
-        return await _route(service, request)
+        try:
+            return await _route(service, request)
+        except UnknownConnection:
+            # Nothing was done yet. If connections.json changed since the
+            # service read it (a CLI that found no socket wrote it), read it
+            # again and answer once more.
+            if not await service.reload_if_changed():
+                raise
+            return await _route(service, request)
     except BrokerError as exc:
         return error_answer(exc)
 

@@ -250,6 +250,9 @@ class BrokerService:
         self._write_retry_at: dict[str, float] = {}
         self._write_locks: dict[str, asyncio.Lock] = {}
         self._reload_lock = asyncio.Lock()
+        #: connections.json's (mtime_ns, size, inode) when last read: a request
+        #: naming an unknown connection reloads if it changed (`reload_if_changed`).
+        self._files_seen: tuple[int, int, int] | None = None
         self._rejected_at: dict[str, float] = {}
         self._flows: dict[str, Flow] = {}
         self._approvals: dict[str, ApprovalRequest] = {}
@@ -270,6 +273,9 @@ class BrokerService:
         try:
             await self._reload()
             await self.api.start()
+            # A CLI that found no socket a moment ago wrote the files itself
+            # (`serve &` then `add` at once): read them again now that it listens.
+            await self._reload()
         except BaseException:
             self._release_instance_lock()
             raise
@@ -374,8 +380,29 @@ class BrokerService:
     # -- state cache ----------------------------------------------------------
 
     def _read_files(self) -> tuple[dict[str, ConnectionSettings], dict[str, ConnectionState]]:
+        self._files_seen = self._connections_signature()  # before reading: a later write shows as a change
         settings = self.store.load_settings()
         return settings, self.store.load_states() if settings or self.store.has_vault() else {}
+
+    def _connections_signature(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.paths.connections_file)
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size, st.st_ino
+
+    async def reload_if_changed(self) -> bool:
+        """After a request named a connection this service does not know:
+        reload both files once if connections.json changed since they were
+        read (a CLI that found no socket wrote them itself). True if it did."""
+        if await off_loop(self._connections_signature) == self._files_seen:
+            return False
+        before = set(self._settings)
+        await self._reload()
+        for name in sorted(set(self._settings) - before):
+            self._schedule(name)
+            self._changed(name)
+        return True
 
     async def _reload(self) -> None:
         """Read both files afresh (on a worker thread) into the cache. Reloads
