@@ -348,6 +348,37 @@ def test_import_from_mcp_remote_adopts_its_real_tokens(cli, stack, tmp_path):
         assert running.stop() == 0, running.log
 
 
+@pytest.mark.skipif(not MCP_REMOTE.exists(), reason="run scripts/bootstrap --test (installs tests/mcp_remote)")
+def test_import_from_mcp_remote_while_the_service_runs(cli, stack, tmp_path):
+    """No "stop it, import, start it again": the running service adopts the
+    tokens (POST .../adopt), so its memory and the vault agree at once."""
+    _, mcp = stack
+    home = _env_home(cli, tmp_path)
+    auth_dir = home / ".mcp-auth"
+    _run_mcp_remote(mcp.url, auth_dir, tmp_path)
+    (stored,) = read_stored(auth_dir)
+    mcp_remote_token = stored.tokens_json["access_token"]
+    running = start_service(cli)
+    try:
+        result = cli("import", "--from", "mcp-remote", "--url", mcp.url, "--all", "--delete-plaintext")
+        assert result.returncode == 0, result.stderr
+        name = result.stdout.split()[1]
+        assert f"Imported {name}" in result.stdout and not stored.tokens_file.exists()
+        token = cli("token", name)  # no restart, no login
+        assert token.returncode == 0, token.stderr
+        assert digest(token.stdout.strip()) == digest(mcp_remote_token)
+        assert not cli.browser_log.exists()
+        assert mcp_remote_token not in result.stdout + result.stderr + running.log
+    finally:
+        assert running.stop() == 0, running.log
+    # After a restart the vault holds the same tokens: nothing lived only in memory.
+    running = start_service(cli)
+    try:
+        assert digest(cli("token", name).stdout.strip()) == digest(mcp_remote_token)
+    finally:
+        assert running.stop() == 0, running.log
+
+
 def test_import_from_mcp_remote_without_a_known_url_says_what_to_pass(cli, tmp_path):
     home = _env_home(cli, tmp_path)
     h = server_hash("https://unknown.example/mcp")

@@ -23,7 +23,9 @@ from ..importing.mcp_remote import StoredAuth, auth_dir, delete_plaintext, read_
 from ..importing.rewrite import rewrite
 from ..importing.scan import CLIENT_NAMES, scan
 from ..model import check_name
+from ..oauth.registration import ClientRegistration
 from ..oauth.urls import canonical_server_url
+from ..service.adoption import adoption_body
 
 __all__ = ["add_arguments", "run_import"]
 
@@ -215,11 +217,10 @@ def _from_mcp_remote(args: argparse.Namespace, service: Any, engine_of: Any) -> 
     }
     if picked and not args.dry_run:
         if service is not None:
-            raise ImportRefused(
-                "the broker service is running and holds the vault: stop it, run `import --from mcp-remote`, "
-                "then start it again"
-            )
-        asyncio.run(_adopt_all(args, engine_of, picked, out))
+            # The service holds the vault in memory: it adopts them (POST .../adopt).
+            _adopt_through(service, picked, out)
+        else:
+            asyncio.run(_adopt_all(args, engine_of, picked, out))
         delete = args.delete_plaintext
         if not delete and _interactive(args):
             delete = _ask(
@@ -248,16 +249,40 @@ async def _adopt_all(args: argparse.Namespace, engine_of: Any, picked: list[Any]
             if name is None:
                 name = check_name(found_name)
                 await engine.add(name, url)
-            discovered_issuer = str(engine.show(name).get("issuer") or "")
-            if auth.issuer is not None and discovered_issuer != auth.issuer:
-                raise ImportRefused(
-                    f"mcp-remote's tokens for {url} come from {auth.issuer}, but the server now names "
-                    f"{discovered_issuer}; run `mcp-token-broker connect {name}` instead"
-                )
-            registration = auth.registration(discovered_issuer)
-            if registration is None:
-                raise ImportRefused(f"mcp-remote kept no client registration for {url}; run `connect {name}` instead")
+            registration = _registration(auth, url, name, str(engine.show(name).get("issuer") or ""))
             await engine.adopt(name, auth.token_set(), registration)
             out["imported"].append({"name": name, "url": url})
     finally:
         await engine.transport.aclose()
+
+
+def _registration(auth: StoredAuth, url: str, name: str, discovered_issuer: str) -> ClientRegistration:
+    """mcp-remote's client, provided its tokens come from the issuer the server names now."""
+    if auth.issuer is not None and discovered_issuer != auth.issuer:
+        raise ImportRefused(
+            f"mcp-remote's tokens for {url} come from {auth.issuer}, but the server now names "
+            f"{discovered_issuer}; run `mcp-token-broker connect {name}` instead"
+        )
+    registration = auth.registration(discovered_issuer)
+    if registration is None:
+        raise ImportRefused(f"mcp-remote kept no client registration for {url}; run `connect {name}` instead")
+    return registration
+
+
+def _adopt_through(service: Any, picked: list[Any], out: dict[str, Any]) -> None:
+    """The running service adds the connections and adopts the tokens, so its
+    memory and the vault agree (no restart). Its answers never hold a token."""
+    from ..client.api_client import quote
+
+    views = service.request("GET", "/v1/connections")["connections"]
+    existing = {canonical_server_url(v["server_url"]): v["name"] for v in views}
+    for found_name, url, auth in picked:
+        name = existing.get(canonical_server_url(url))
+        if name is None:
+            name = check_name(found_name)
+            service.request("POST", "/v1/connections", {"name": name, "server_url": url}, timeout=120)
+        shown = service.request("GET", f"/v1/connections/{quote(name)}?detail=full")
+        registration = _registration(auth, url, name, str(shown.get("issuer") or ""))
+        body = adoption_body(auth.token_set(), registration)
+        service.request("POST", f"/v1/connections/{quote(name)}/adopt", body)
+        out["imported"].append({"name": name, "url": url})

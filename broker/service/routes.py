@@ -145,6 +145,11 @@ async def _route(service: BrokerService, request: ApiRequest) -> tuple[int, Any]
         case ("connections", name, "disconnect"):
             _method(request, "POST")
             return 200, await service.disconnect(name)
+        case ("connections", name, "adopt"):
+            # Writes tokens into the vault: a same-user peer, as for add (the
+            # socket admits no other). The body is checked in broker.service.adoption.
+            _method(request, "POST")
+            return 200, await service.adopt(name, request.body, request.peer.identity)
         case ("flows", flow_id):
             if request.method == "DELETE":
                 flow = service.flow(flow_id)

@@ -76,6 +76,7 @@ from ..storage.atomic import file_lock, off_loop
 from ..storage.config import Config, save_config
 from ..storage.paths import Paths
 from ..storage.store import Store
+from .adoption import read_adoption
 from .api import ApiRequest, ApiServer, Takeover
 from .audit import AuditLog
 from .events import (
@@ -912,6 +913,22 @@ class BrokerService:
         await self._reload()
         self._changed(settings.name)
         return {"connection": self.view(settings.name), "settings": settings.to_json()}
+
+    async def adopt(self, name: str, body: object, client: ClientIdentity) -> dict[str, Any]:
+        """Tokens `import --from mcp-remote` read from mcp-remote's files: into
+        the vault under the connection's write lock, then reloaded, so memory
+        and the vault agree at once. Audited; the answer never holds a token."""
+        self._require(name)
+        tokens, registration = read_adoption(body)
+        async with self._write_lock(name):
+            await self.engine.adopt(name, tokens, registration)  # refuses a connection holding tokens
+        await self._reload()
+        self.audit.record(connection=name, client=client, outcome="adopted", detail="adopted tokens from mcp-remote")
+        self._failures.pop(name, None)
+        self._retry_at.pop(name, None)
+        self._schedule(name)
+        self._changed(name)
+        return {"connection": self.view(name)}
 
     def start_flow(self, name: str, mode: ConnectMode) -> Flow:
         self._require(name)
