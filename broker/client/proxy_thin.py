@@ -144,6 +144,11 @@ def run(name: str) -> int | None:
     when the caller should run the in-process proxy instead."""
     if not name or not set(name) <= _SAFE:
         return None
+    # It holds no token, but it falls back to the in-process proxy, which does,
+    # and it carries the client's stdio: no core dumps, no ptrace, from the start.
+    from ..service.hardening import harden_process
+
+    harden_process()
     try:
         outcome = _hosted(name)
     except Exception:  # noqa: BLE001 - an unsafe socket directory or listener: the in-process proxy says so
