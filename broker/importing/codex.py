@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ClientConfigUnreadable, ImportRefused
-from .found import ConfigFile, FoundServer, found_in
+from .found import ConfigFile, FoundServer, found_in, read_bytes
 
 __all__ = ["CLIENT", "TABLE", "config_paths", "find", "read", "rewrite_text"]
 
@@ -46,12 +46,9 @@ def config_paths(home: Path, env: dict[str, str] | None = None) -> list[Path]:
 
 
 def read(path: Path) -> ConfigFile | None:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+    raw = read_bytes(path)
+    if raw is None:
         return None
-    except OSError as exc:
-        raise ClientConfigUnreadable(f"cannot read {path}: {exc.strerror}") from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:

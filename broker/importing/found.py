@@ -20,6 +20,7 @@ from ..errors import ClientConfigUnreadable
 from ..oauth.urls import suggest_name as url_name
 
 __all__ = [
+    "read_bytes",
     "ConfigFile",
     "FoundServer",
     "entries_in",
@@ -94,15 +95,23 @@ def strip_jsonc(text: str) -> str:
     return _TRAILING_COMMA.sub(lambda m: m.group(1) or m.group(2), text)
 
 
-def read_config(path: Path, *, jsonc: bool = False) -> ConfigFile | None:
-    """The file at `path`, or None when there is none. A file that is not a
-    JSON object is a `ClientConfigUnreadable` (one line, never its content)."""
+def read_bytes(path: Path) -> bytes | None:
+    """A client's config file as bytes, None when there is none; any other
+    failure is a `ClientConfigUnreadable` (one line)."""
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise ClientConfigUnreadable(f"cannot read {path}: {exc.strerror}") from None
+
+
+def read_config(path: Path, *, jsonc: bool = False) -> ConfigFile | None:
+    """The file at `path`, or None when there is none. A file that is not a
+    JSON object is a `ClientConfigUnreadable` (one line, never its content)."""
+    raw = read_bytes(path)
+    if raw is None:
+        return None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
