@@ -266,3 +266,32 @@ def test_a_broker_with_connections_loads_the_sdk_before_the_first_proxy_asks(cli
         assert _sessions(service) == 0  # loaded before any session asked
     finally:
         service.stop()
+
+
+def _served_lines(cli, name: str) -> int:
+    import json
+    from pathlib import Path
+
+    log = Path(cli.env["XDG_STATE_HOME"]) / "mcp-token-broker" / "audit.log"
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return sum(1 for e in lines if e.get("connection") == name and e.get("outcome") == "served")
+
+
+def test_a_session_audits_its_token_once_and_each_new_token_once(cli, short_stack, service):
+    """Every request of a hosted session takes the token from the service
+    (checked each time), but the audit log gets one `served` line per session
+    and one per token the session newly uses, not one per request."""
+    oidc, mcp = short_stack
+    _connected(cli, mcp, "audited")
+    before = int(oidc.stats()["grants"].get("refresh_token", 0))
+    proxy = StdioProxy(cli.exe, "audited", cli.env)
+    try:
+        _initialized(proxy)
+        for i in range(10):
+            assert f"call {i}" in _echo(proxy, 10 + i, f"call {i}")
+    finally:
+        code, stderr = proxy.finish()
+    assert code == 0 and stderr == "", stderr
+    refreshes = int(oidc.stats()["grants"].get("refresh_token", 0)) - before
+    served = _served_lines(cli, "audited")
+    assert 1 <= served <= 1 + refreshes, f"{served} served lines for 12 requests and {refreshes} refreshes"

@@ -39,15 +39,18 @@ class _Handshake:
     `tools/list` written right behind `initialize` would reach the server
     before the session id exists ("Missing session ID"). So after an
     `initialize` request nothing more goes out until its answer has come back.
+    Other messages pass without an event or an await of their own (hot path).
     """
 
     def __init__(self) -> None:
         self._pending: Any = None  # the id of the unanswered initialize
         self._answered: Any = None  # an anyio.Event, set when it is answered
 
-    def sent(self, message: Any, answered: Any) -> None:
+    def sent(self, message: Any) -> None:
         if getattr(message, "method", None) == "initialize" and hasattr(message, "id"):
-            self._pending, self._answered = message.id, answered
+            import anyio
+
+            self._pending, self._answered = message.id, anyio.Event()
 
     def received(self, message: Any) -> None:
         if (
@@ -59,13 +62,11 @@ class _Handshake:
             self._answered.set()
 
     async def wait(self) -> None:
-        if self._answered is not None:
+        if self._pending is not None:
             await self._answered.wait()
 
 
 async def _upstream(source: Any, sink: Any, local_write: Any, handshake: _Handshake, report: Reporter) -> None:
-    import anyio
-
     from .proxy_errors import invalid_input_answer
 
     async with sink:
@@ -76,7 +77,7 @@ async def _upstream(source: Any, sink: Any, local_write: Any, handshake: _Handsh
                 await local_write.send(answer)
                 continue
             await handshake.wait()
-            handshake.sent(message.message, anyio.Event())
+            handshake.sent(message.message)
             await sink.send(message)
 
 

@@ -6,8 +6,9 @@ and the service runs the same proxy the process would have run
 (`broker.client.proxy.run_proxy`, the official SDK's transports), in its own
 event loop. So a proxy starts without importing the SDK and holds no copy of
 it, and the token never leaves the service: each HTTP request takes it from
-the service's memory (`token_for`, audited as every hand-out) and a 401 is
-reported to the service directly.
+the service's memory (`token_for`, checked each time; audited once per
+session and once per new token, not per request) and a 401 is reported to
+the service directly.
 
 The session ends when the client closes stdin, when the thin client's socket
 closes (the MCP client killed it), or when the service stops. The received
@@ -51,7 +52,8 @@ MAX_LINE = 16 * 1024 * 1024
 #: The `min_ttl` asked for the token of each request (as the in-process proxy's `BrokerAuth`).
 MIN_TTL = 30
 
-TokenFor = Callable[[str, ClientIdentity, float], Awaitable[TokenSet]]
+#: `BrokerService.token_for`: (name, client, min_ttl, held) -> the token set; `held` is not audited again.
+TokenFor = Callable[[str, ClientIdentity, float, TokenSet | None], Awaitable[TokenSet]]
 Rejected = Callable[[str, ClientIdentity, str], Awaitable[Any]]
 #: `BrokerService.report_insufficient_scope`: (name, client, token_sha256, scopes) -> its answer.
 Insufficient = Callable[[str, ClientIdentity, str, list[str]], Awaitable[dict[str, Any]]]
@@ -185,25 +187,34 @@ def _service_auth(
     rejected: Rejected,
     insufficient: Insufficient | None = None,
 ) -> Any:
-    """An `httpx2.Auth` that takes the token from the service's memory."""
+    """An `httpx2.Auth` that takes the token from the service's memory. It
+    passes back the token set it used last, so the service audits a token once
+    per session rather than once per request (every request is still checked)."""
     import httpx2
 
     class ServiceAuth(httpx2.Auth):
         requires_request_body = False
         requires_response_body = False
 
+        def __init__(self) -> None:
+            self._held: TokenSet | None = None
+
         def __repr__(self) -> str:
             return f"ServiceAuth({name!r})"
 
+        async def _token(self, min_ttl: float) -> str:
+            self._held = await token_for(name, identity, min_ttl, self._held)
+            return self._held.access_token.reveal()
+
         async def async_auth_flow(self, request: Any) -> Any:
-            token = (await token_for(name, identity, MIN_TTL)).access_token.reveal()
+            token = await self._token(MIN_TTL)
             request.headers["Authorization"] = f"Bearer {token}"
             response = yield request
             if response.status_code == 401:
                 digest = hashlib.sha256(token.encode()).hexdigest()
                 with contextlib.suppress(BrokerError):
                     await rejected(name, identity, digest)
-                token = (await token_for(name, identity, MIN_TTL * 4)).access_token.reveal()
+                token = await self._token(MIN_TTL * 4)
                 request.headers["Authorization"] = f"Bearer {token}"
                 yield request
             elif response.status_code == 403 and insufficient is not None:

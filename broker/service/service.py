@@ -235,7 +235,7 @@ class BrokerService:
         self.api.on_identity_changed = self._identity_changed
         self.scheduler = Scheduler(self._fire_refresh, clock=clock, max_sleep=max_sleep)
         self.proxy_sessions = ProxySessions(
-            lambda name, client, min_ttl: self.token_for(name, client, min_ttl=min_ttl),
+            lambda name, client, min_ttl, held: self.token_for(name, client, min_ttl=min_ttl, held=held),
             self.report_rejected,
             self.report_insufficient_scope,
         )
@@ -733,10 +733,19 @@ class BrokerService:
         return answer
 
     async def token_for(
-        self, name: str, client: ClientIdentity, *, min_ttl: float = 0, on_hold: OnHold | None = None
+        self,
+        name: str,
+        client: ClientIdentity,
+        *,
+        min_ttl: float = 0,
+        on_hold: OnHold | None = None,
+        held: TokenSet | None = None,
     ) -> TokenSet:
         """The token for `client`. Under the `ask` policy this may wait for the
-        person's answer; `on_hold(request)` is called when it starts to wait."""
+        person's answer; `on_hold(request)` is called when it starts to wait.
+        `held`: the token set this caller was handed last (a hosted proxy
+        session); handing the same one again is checked as always but not
+        audited again, so a session writes one line per token, not per request."""
         settings = self._require(name)
         # The common case, a granted client or the allow policy, needs no await.
         granted = self.grants.decide(client.key, name) if client.key else None
@@ -783,6 +792,8 @@ class BrokerService:
                     if not good_enough:
                         self.audit.record(connection=name, client=client, outcome="failed", detail=exc.code)
                         raise
+        if tokens is held:
+            return tokens
         self.audit.record(connection=name, client=client, outcome="served")
         if self.events.has_subscribers:
             self.events.emit(TokenServed(name, client.name, client.app_pid or client.pid))
@@ -792,8 +803,8 @@ class BrokerService:
         """A proxy session hosted here for `client`, authorized as a token request
         is (grants, policy, a person's answer). A connection that is not
         connected yet is not refused: as in the proxy process, each request
-        says so until `connect` succeeds. Each request's token is a hand-out
-        of its own (`token_for`: checked and audited)."""
+        says so until `connect` succeeds. Each request's token comes from
+        `token_for` (checked each time; audited once per token the session uses)."""
         server_url = self._require(name).server_url
         granted = self.grants.decide(client.key, name) if client.key else None
         if not (granted or (granted is None and self.policy == "allow")):
