@@ -142,6 +142,22 @@ def test_a_refusal_after_the_fallback_says_the_tokens_stay_valid_until_they_expi
     assert "rt-1" not in line and "at-1" not in line
 
 
+@pytest.mark.parametrize(
+    "access_answer",
+    [resp(400, {"error": "invalid_request"}), NetworkError("cannot reach auth.example.com")],
+    ids=["refused", "unreachable"],
+)
+def test_a_failure_after_the_refresh_token_was_revoked_says_only_the_access_token_stays_valid(access_answer):
+    sent, result = drive(revoke_flow(bound(), state()), [resp(200), access_answer, access_answer, access_answer])
+    assert [form(s)["token_type_hint"] for s in sent][0] == "refresh_token"
+    assert result.still_valid and result.access_expires_at == 2_000_000_000
+    line = result.message(now=2_000_000_000 - 540)
+    assert "the refresh token was revoked" in line
+    assert "the access token stays valid until it expires: expires " in line and "(in 9 min)" in line
+    assert "refresh token when the server decides" not in line and "they stay valid" not in line
+    assert "rt-1" not in line and "at-1" not in line
+
+
 def test_an_unreachable_server_is_not_called_a_refusal():
     _, result = drive(revoke_flow(bound(), state()), [NetworkError("cannot reach auth.example.com")])
     assert result.outcome == "unreachable" and result.still_valid

@@ -491,6 +491,7 @@ class Revocation:
     reason: str | None = None
     access_expires_at: int | None = None
     had_refresh_token: bool = False
+    refresh_revoked: bool = False
 
     @property
     def still_valid(self) -> bool:
@@ -501,6 +502,12 @@ class Revocation:
         if not self.still_valid:
             return None
         access = expiry(self.access_expires_at, now) if self.access_expires_at else "has no expiry"
+        if self.refresh_revoked:
+            # The grant is gone: only the access token outlives the disconnect.
+            return (
+                f"{self.reason}; the refresh token was revoked, but the access token stays valid "
+                f"until it expires: {access}. The broker forgot them."
+            )
         refresh = ", the refresh token when the server decides" if self.had_refresh_token else ""
         until = f"the access token {access}{refresh}"
         return f"{self.reason}; they stay valid until they expire: {until}. The broker forgot them."
@@ -509,8 +516,10 @@ class Revocation:
         return {"outcome": self.outcome, "still_valid": self.still_valid, "access_expires_at": self.access_expires_at}
 
     @classmethod
-    def kept(cls, outcome: RevocationOutcome, reason: str, tokens: TokenSet) -> Revocation:
-        return cls(outcome, reason, tokens.expires_at, tokens.refresh_token is not None)
+    def kept(
+        cls, outcome: RevocationOutcome, reason: str, tokens: TokenSet, *, refresh_revoked: bool = False
+    ) -> Revocation:
+        return cls(outcome, reason, tokens.expires_at, tokens.refresh_token is not None, refresh_revoked)
 
 
 def _revoke_one(
@@ -544,10 +553,13 @@ def revoke_flow(bound: Binding, state: ConnectionState) -> Flow[Revocation]:
     if state.registration is None:
         return Revocation.kept("not_sent", "not revoked at the server: no client registration is recorded", tokens)
     registration = state.registration
+    refresh_revoked = False
+    which = "the tokens"
     try:
         shape = 0
         if tokens.refresh_token:
             shape = yield from _revoke_one(server, registration, tokens.refresh_token, "refresh_token", shape)
+            refresh_revoked, which = True, "the access token"
         try:
             yield from _revoke_one(server, registration, tokens.access_token, "access_token", shape)
         except OAuthError as exc:
@@ -555,9 +567,11 @@ def revoke_flow(bound: Binding, state: ConnectionState) -> Flow[Revocation]:
                 raise
             log.info("the server cannot revoke self-contained access tokens; it revoked the grant")
     except (OAuthError, BadResponse) as exc:
-        return Revocation.kept("refused", f"{server.issuer} refused to revoke the tokens ({exc})", tokens)
+        reason = f"{server.issuer} refused to revoke {which} ({exc})"
+        return Revocation.kept("refused", reason, tokens, refresh_revoked=refresh_revoked)
     except RemoteError as exc:
-        return Revocation.kept("unreachable", f"could not reach {server.issuer} to revoke the tokens ({exc})", tokens)
+        reason = f"could not reach {server.issuer} to revoke {which} ({exc})"
+        return Revocation.kept("unreachable", reason, tokens, refresh_revoked=refresh_revoked)
     return Revocation("revoked")
 
 
