@@ -30,6 +30,7 @@ from broker.oauth.flows import CheckEndpoint, FlowEvent, Registered, device_logi
 from broker.oauth.http import HttpRequest
 from broker.oauth.registration import ClientRegistration
 from broker.oauth.tokens import TokenSet
+from broker.stepup import StepUp
 
 from .sansio import ISSUER, as_doc, as_metadata, resp
 
@@ -326,6 +327,27 @@ def test_new_client_registers_with_the_device_grant():
     assert registration.client_id == "c9"
     register = next(s for s in steps if isinstance(s, HttpRequest) and s.url.endswith("/register"))
     assert DEVICE_GRANT in json.loads(register.body)["grant_types"]
+
+
+def test_a_pending_step_up_registers_first_and_never_asks_with_the_old_client():
+    # As for a browser login: a step-up asks for scope the stored client may not be
+    # registered for, so the device login registers anew before its first request.
+    clock = Clock()
+    stepping = ConnectionSettings(
+        name="demo", server_url=MCP, discovered=discovered(), step_up=StepUp(("files:write",), ("files:write",))
+    )
+    answers = {
+        f"{ISSUER}/register": [resp(201, {"client_id": "c2"})],
+        DEVICE_ENDPOINT: [resp(200, ANSWER)],
+        f"{ISSUER}/token": [resp(200, TOKENS)],
+    }
+    (registration, _), steps = run(device_login_flow(stepping, stored(), discovered(), clock), answers, clock)
+    requests = [s for s in steps if isinstance(s, HttpRequest)]
+    assert requests[0].url == f"{ISSUER}/register"
+    assert DEVICE_GRANT in json.loads(requests[0].body)["grant_types"]
+    device = [form(s)["client_id"][0] for s in requests if s.url == DEVICE_ENDPOINT]
+    assert device == ["c2"] and registration.client_id == "c2"
+    assert [s.registration.client_id for s in steps if isinstance(s, Registered)] == ["c2"]
 
 
 def test_no_device_endpoint_is_a_clear_error():

@@ -271,6 +271,23 @@ def client_recognised_flow(discovered: Discovered, registration: ClientRegistrat
     return not client_forgotten(response)
 
 
+def _may_reuse_client(
+    settings: ConnectionSettings, existing: ClientRegistration, discovered: Discovered, redirect_uri: str, now: float
+) -> bool:
+    """Whether a stored dynamic client may serve this login, browser or
+    device alike (the server may still have forgotten it)."""
+    # A step-up asks for more scope than the client may have registered for, and
+    # some servers (oidc-provider, the MCP SDKs') hold a client to those: register anew.
+    stepping_up = settings.step_up is not None and settings.step_up.pending
+    return (
+        not stepping_up
+        and existing.method == "dynamic"
+        and existing.issuer == discovered.issuer  # never reuse across issuers
+        and existing.redirect_uri == redirect_uri
+        and not existing.expired(now)
+    )
+
+
 def registration_flow(
     settings: ConnectionSettings,
     state: ConnectionState,
@@ -292,17 +309,10 @@ def registration_flow(
     if method == "metadata_document":
         return metadata_document_client(server, url=settings.client_metadata_url or "", redirect_uri=redirect_uri)
     existing = state.registration
-    # A step-up asks for more scope than the client may have registered for, and
-    # some servers (oidc-provider, the MCP SDKs') hold a client to those: register anew.
-    stepping_up = settings.step_up is not None and settings.step_up.pending
     if (
         not force_new
-        and not stepping_up
         and existing is not None
-        and existing.method == "dynamic"
-        and existing.issuer == discovered.issuer  # never reuse across issuers
-        and existing.redirect_uri == redirect_uri
-        and not existing.expired(now)
+        and _may_reuse_client(settings, existing, discovered, redirect_uri, now)
         and (yield from client_recognised_flow(discovered, existing))
     ):
         return existing
@@ -386,13 +396,7 @@ def _device_registration(
     redirect_uri = existing.redirect_uri if existing else f"http://127.0.0.1{port}{settings.redirect_path}"
     if discovered.registration_method != "dynamic":
         return (yield from registration_flow(settings, state, discovered, redirect_uri, now))
-    if (
-        not force_new
-        and existing is not None
-        and existing.method == "dynamic"
-        and existing.issuer == discovered.issuer
-        and not existing.expired(now)
-    ):
+    if not force_new and existing is not None and _may_reuse_client(settings, existing, discovered, redirect_uri, now):
         return existing
     server = discovered.auth_server
     yield FlowEvent("registering", f"registering with {discovered.issuer}")
