@@ -4,6 +4,8 @@ argument and option says what it takes (issue 10, item 13)."""
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from collections.abc import Iterator
 
 from broker.cli.main import build_parser
@@ -58,3 +60,17 @@ def test_gui_help_names_its_options_not_an_internal_list(cli):
     assert r.returncode == 0
     assert "gui_args" not in r.stdout
     assert "--minimized" in r.stdout and "open the desktop app" in r.stdout
+
+
+def test_building_the_parser_leaves_the_import_command_unloaded():
+    # Every full-CLI command builds the parser: declaring `import`'s options must
+    # not load the importing package (config readers, tomllib, adoption, OAuth).
+    code = (
+        "import sys\n"
+        "from broker.cli.main import build_parser\n"
+        "build_parser().parse_args(['import', '--dry-run'])\n"
+        "heavy = ('broker.importing', 'broker.cli.import_cmd', 'broker.service.adoption', 'tomllib')\n"
+        "print(' '.join(sorted(m for m in heavy if m in sys.modules)))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == ""

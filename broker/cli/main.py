@@ -127,10 +127,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="the MCP client to configure (default claude-code); docs/clients.md says where each snippet goes",
     )
 
-    from .import_cmd import add_arguments as import_arguments
-
+    # Declared here: import_cmd pulls in the config readers, tomllib and the
+    # adoption code, which only `import` itself needs (loaded in cmd_import).
     p = _command(sub, "import", "bring in servers from other MCP clients and mcp-remote")
-    import_arguments(p)
+    p.add_argument(
+        "--from",
+        dest="source",
+        choices=("clients", "mcp-remote"),
+        default="clients",
+        help="clients: servers in Claude Desktop/Code, Cursor, VS Code, Codex configs (default); "
+        "mcp-remote: its stored tokens in ~/.mcp-auth",
+    )
+    p.add_argument("--all", action="store_true", help="import everything found, without asking")
+    p.add_argument("--pick", nargs="+", default=[], metavar="NAME", help="import these (a name, or CLIENT:ENTRY)")
+    p.add_argument("--rewrite", action="store_true", help="also point each picked client entry at the broker")
+    p.add_argument(
+        "--delete-plaintext", action="store_true", help="(mcp-remote) delete its token files once in the vault"
+    )
+    p.add_argument("--url", action="append", default=[], metavar="URL", help="(mcp-remote) a server URL it used")
+    p.add_argument("--dry-run", action="store_true", help="show what would be done, change nothing")
+    p.add_argument("--json", action="store_true", help="print what was found and done as one JSON object")
 
     p = _command(sub, "gui", "open the desktop app (runs the service inside it)")
     # Declared here, not passed through as a REMAINDER: argparse hands options
