@@ -96,7 +96,9 @@ def exchange(
                 if on_interim is not None:
                     on_interim(start[:end])
                 start = start[end + 4 :]
-            if len(start) >= 12:
+            # Final only once its status is known not to be 1xx: an interim head
+            # split across reads is still waiting for its "\r\n\r\n".
+            if len(start) >= 12 and start[9:10] != b"1":
                 final = True
                 chunks.append(start)
         if not final:
