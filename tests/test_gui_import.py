@@ -61,3 +61,37 @@ def test_import_dialog_adds_and_rewrites_only_the_checked_server(qtbot, gui, sta
     backups = [p for p in home.iterdir() if p.name.startswith(".claude.json.bak-")]
     assert len(backups) == 1 and json.loads(backups[0].read_text()) == original
     assert "Rewrote team" in dialog.outcome.text()
+
+
+def test_import_dialog_rewrites_two_entries_of_one_file(qtbot, gui, stack, tmp_path, monkeypatch):  # noqa: F811
+    """Every entry after the first of a file said "Not rewritten ... changed":
+    each kept the scan's digest. Now one read, one backup, one write per file."""
+    _, mcp = stack
+    _, _, window = gui
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("CLAUDE_CONFIG_DIR", raising=False)
+    monkeypatch.delenv("CODEX_HOME", raising=False)
+    path = home / ".claude.json"
+    original = {"mcpServers": {"team": {"type": "http", "url": mcp.url}, "mirror": {"url": mcp.url}}}
+    path.write_text(json.dumps(original, indent=2))
+    path.chmod(0o600)
+
+    window.import_action.trigger()
+    dialog = window.dialogs[-1]
+    for i in range(dialog.list.count()):
+        dialog.list.item(i).setCheckState(Qt.CheckState.Checked)
+    dialog.rewrite_box.setChecked(True)
+    with qtbot.waitSignal(dialog.imported, timeout=30000) as imported:
+        dialog.import_button.click()
+    assert imported.args == [["team", "team"]]  # one URL, one connection
+
+    after = json.loads(path.read_text())
+    assert [after["mcpServers"][e]["headersHelper"].split()[-2:] for e in ("team", "mirror")] == [
+        ["headers", "team"]
+    ] * 2
+    backups = [p for p in home.iterdir() if p.name.startswith(".claude.json.bak-")]
+    assert len(backups) == 1 and json.loads(backups[0].read_text()) == original
+    assert "Not rewritten" not in dialog.outcome.text()
+    assert "Rewrote team" in dialog.outcome.text() and "Rewrote mirror" in dialog.outcome.text()

@@ -22,7 +22,7 @@ from broker.importing.rewrite import rewrite
 from broker.importing.scan import scan
 
 from .conftest import start_service
-from .servers.fixtures import BROWSER_SCRIPT
+from .servers.fixtures import BROWSER_SCRIPT, start_mcp_server
 
 REPO = Path(__file__).resolve().parent.parent
 MCP_REMOTE = REPO / "tests" / "mcp_remote" / "node_modules" / "mcp-remote" / "dist" / "client.js"
@@ -419,3 +419,155 @@ def test_mcp_remote_tokens_from_another_issuer_are_refused(cli, stack, tmp_path)
     name = result.stdout.split()[1]
     assert cli("show", name, "--json").json()["status"] == "not_connected"
     assert (store / f"{h}_tokens.json").exists()  # nothing deleted
+
+
+# -- issue 11 section 6, the reviewer's findings ------------------------------
+
+
+def test_cli_import_rewrites_two_entries_of_one_file_with_one_backup(cli, stack, tmp_path):
+    """Each entry kept the scan's digest, so the second rewrite of the same
+    file was refused as "changed": one read, one backup, one write per file."""
+    _, mcp = stack
+    home = _env_home(cli, tmp_path)
+    doc = {"numStartups": 1, "mcpServers": {"one": {"type": "http", "url": mcp.url}, "two": {"url": mcp.url}}}
+    path = write(home / ".claude.json", json.dumps(doc, indent=2))
+    result = cli("import", "--all", "--rewrite")
+    assert result.returncode == 0, result.stderr
+    after = json.loads(path.read_text())
+    assert after["mcpServers"]["one"]["headersHelper"].endswith("headers one")
+    assert after["mcpServers"]["two"]["headersHelper"].endswith("headers one")  # the same URL, one connection
+    backups = [p for p in home.iterdir() if p.name.startswith(".claude.json.bak-")]
+    assert len(backups) == 1 and json.loads(backups[0].read_text()) == doc
+
+
+def _mcp_remote_files(store: Path, url: str, tokens: dict[str, object], info: dict[str, object]) -> Path:
+    """Token and client files as mcp-remote's saveTokens / saveClientInformation write them."""
+    h = server_hash(url)
+    write(store / f"{h}_client_info.json", json.dumps(info, indent=2))
+    return write(store / f"{h}_tokens.json", json.dumps(tokens, indent=2))
+
+
+GOOD_TOKENS = {
+    "access_token": "at-s3cr3t-0123",
+    "token_type": "Bearer",
+    "expires_in": 3600,
+    "scope": "mcp:read",
+    "refresh_token": "rt-s3cr3t-0123",
+    "expires_at": 4102444800000,
+}
+GOOD_INFO = {"client_id": "c1", "redirect_uris": ["http://localhost:1/oauth/callback"]}
+
+
+@pytest.mark.parametrize(
+    ("tokens", "info", "says"),
+    [
+        (GOOD_TOKENS | {"access_token": "at-s3cr3t\r\nX-Evil: 1"}, GOOD_INFO, "access_token"),
+        (GOOD_TOKENS | {"token_type": "DPoP"}, GOOD_INFO, "token_type"),
+        (GOOD_TOKENS, GOOD_INFO | {"redirect_uris": "http://localhost:1/cb"}, "redirect_uris"),
+        (GOOD_TOKENS, GOOD_INFO | {"redirect_uris": 7}, "redirect_uris"),
+        (GOOD_TOKENS, GOOD_INFO | {"token_endpoint_auth_method": "private_key_jwt"}, "token_endpoint_auth_method"),
+    ],
+    ids=["crlf-token", "dpop", "uris-string", "uris-int", "auth-method"],
+)
+def test_hostile_mcp_remote_files_are_refused_without_a_service(cli, stack, tmp_path, tokens, info, says):
+    """Without a running service the engine adopts directly: the same checks
+    as POST .../adopt, one line, nothing adopted, nothing deleted."""
+    _, mcp = stack
+    home = _env_home(cli, tmp_path)
+    tokens_file = _mcp_remote_files(home / ".mcp-auth" / "mcp-remote-v1", mcp.url, tokens, info)
+    result = cli("import", "--from", "mcp-remote", "--url", mcp.url, "--all", "--delete-plaintext")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1 and says in result.stderr
+    assert "s3cr3t" not in result.stdout + result.stderr
+    name = result.stdout.split()[1]
+    assert cli("show", name, "--json").json()["status"] == "not_connected"
+    assert tokens_file.exists()
+
+
+@pytest.mark.timeout(60)  # before the fix the FIFO blocked the scan for ever
+def test_scan_refuses_devices_and_fifos_and_goes_on(tmp_path):
+    """A project's .mcp.json -> /dev/zero filled memory; a FIFO hung the scan."""
+    home, project = tmp_path / "home", tmp_path / "proj"
+    project.mkdir()
+    (project / ".mcp.json").symlink_to("/dev/zero")
+    (home / ".cursor").mkdir(parents=True)
+    os.mkfifo(home / ".cursor" / "mcp.json")
+    write(home / ".codex" / "config.toml", '[mcp_servers.docs]\nurl = "https://docs.example/mcp"\n')
+    found = scan(home, system="linux", project=project, env={})
+    assert [s.entry for s in found.servers] == ["docs"]
+    assert found.problems == [
+        f"{project / '.mcp.json'} is not a regular file",
+        f"{home / '.cursor' / 'mcp.json'} is not a regular file",
+    ]
+
+
+def test_scan_refuses_a_config_over_the_size_cap(tmp_path):
+    home = tmp_path / "home"
+    path = home / ".cursor" / "mcp.json"
+    path.parent.mkdir(parents=True)
+    with path.open("wb") as f:
+        f.truncate(16 * 1024 * 1024 + 1)  # sparse: no disk used
+    found = scan(home, system="linux", env={})
+    assert found.problems == [f"{path} is larger than 16 MiB"]
+
+
+def test_rewrite_writes_through_a_symlinked_config(tmp_path):
+    """Dotfile managers link ~/.claude.json into a repository: the link stays
+    a link and the file it points at is rewritten, its backup beside it."""
+    home, dotfiles = tmp_path / "home", tmp_path / "dotfiles"
+    target = claude_json(dotfiles, tmp_path / "proj")
+    home.mkdir()
+    (home / ".claude.json").symlink_to(target)
+    original = target.read_bytes()
+    picked = next(s for s in scan(home, system="linux", env={}).servers if s.entry == "alpha")
+    backup = rewrite(picked, "alpha", command="mcp-token-broker")
+    assert (home / ".claude.json").is_symlink() and os.readlink(home / ".claude.json") == str(target)
+    assert json.loads(target.read_text())["mcpServers"]["alpha"]["headersHelper"] == "mcp-token-broker headers alpha"
+    assert backup.parent == dotfiles and backup.read_bytes() == original
+    assert sorted(p.name for p in home.iterdir()) == [".claude.json"]
+
+
+def test_mcp_remote_import_names_around_a_taken_name(cli, stack, tmp_path):
+    """ "team" already names a connection to another server: the import takes
+    "team-2", as the clients path does, instead of failing with ConnectionExists."""
+    oidc, mcp = stack
+    home = _env_home(cli, tmp_path)
+    other = start_mcp_server(oidc.issuer)
+    try:
+        added = cli("add", "team", other.url)
+        assert added.returncode == 0, added.stderr
+        _mcp_remote_files(home / ".mcp-auth" / "mcp-remote-v1", mcp.url, GOOD_TOKENS, GOOD_INFO)
+        write(
+            Path(cli.env["XDG_CONFIG_HOME"]) / "Claude" / "claude_desktop_config.json",
+            json.dumps({"mcpServers": {"team": {"command": "npx", "args": ["-y", "mcp-remote", mcp.url]}}}),
+        )
+        result = cli("import", "--from", "mcp-remote", "--all")
+        assert result.returncode == 0, result.stderr
+        assert "Imported team-2" in result.stdout
+        assert cli("show", "team-2", "--json").json()["server_url"] == mcp.url
+        assert cli("show", "team", "--json").json()["server_url"] == other.url
+    finally:
+        other.stop()
+
+
+def test_one_unreadable_mcp_remote_file_is_a_warning(cli, tmp_path):
+    home = _env_home(cli, tmp_path)
+    store = home / ".mcp-auth" / "mcp-remote-v1"
+    broken = write(store / f"{server_hash('https://a.example/mcp')}_tokens.json", '{"access_token": ')
+    write(
+        store / f"{server_hash('https://b.example/mcp')}_tokens.json",
+        json.dumps({"access_token": "x", "token_type": "Bearer"}),
+    )
+    result = cli("import", "--from", "mcp-remote", "--all")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == f"mcp-token-broker: warning: {broken} is not a JSON file mcp-remote wrote\n"
+    assert "pass --url URL" in result.stdout
+
+
+def test_codex_rewrite_escapes_del_as_the_snippet_does(tmp_path):
+    home = tmp_path / "home"
+    path = write(home / ".codex" / "config.toml", '[mcp_servers.docs]\nurl = "https://docs.example/mcp"\n')
+    picked = scan(home, system="linux", env={}).servers[0]
+    rewrite(picked, "docs", command="/opt/odd\x7fdir/mcp-token-broker")
+    assert tomllib.loads(path.read_text())["mcp_servers"]["docs"]["command"] == "/opt/odd\x7fdir/mcp-token-broker"
+    assert "\\u007f" in path.read_text()

@@ -28,9 +28,9 @@ from PySide6.QtWidgets import (
 
 from broker.errors import BrokerError
 from broker.importing.found import FoundServer
-from broker.importing.rewrite import rewrite
+from broker.importing.naming import unique_name
+from broker.importing.rewrite import by_file, rewrite_file
 from broker.importing.scan import CLIENT_NAMES, scan
-from broker.model import check_name
 from broker.oauth.urls import canonical_server_url
 
 from .bridge import Bridge
@@ -119,10 +119,7 @@ class ImportDialog(QDialog):
                 url = canonical_server_url(server.url)
                 name = by_url.get(url)
                 if name is None:
-                    name = check_name(server.name)
-                    n = 2
-                    while name in names:
-                        name, n = f"{server.name[:60]}-{n}", n + 1
+                    name = unique_name(server.name, names)  # as `import` names it
                     await service.add({"name": name, "server_url": server.url})
                     by_url[url] = name
                     names.add(name)
@@ -134,13 +131,13 @@ class ImportDialog(QDialog):
     def _added(self, done: list[tuple[FoundServer, str]]) -> None:
         lines = [f"Added {name} ({server.url})" for server, name in done]
         if self.rewrite_box.isChecked():
-            for server, name in done:
+            for group in by_file(done):  # a file's entries in one read, one backup, one write
                 try:
-                    backup = rewrite(server, name)
+                    backup = rewrite_file(group)
                 except BrokerError as exc:
                     lines.append(f"Not rewritten: {exc}")
                 else:
-                    lines.append(f"Rewrote {server.entry} in {server.path} (backup {backup.name})")
+                    lines += [f"Rewrote {server.entry} in {server.path} (backup {backup.name})" for server, _ in group]
         self._say("\n".join(dict.fromkeys(lines)))
         self.imported.emit([name for _, name in done])
 

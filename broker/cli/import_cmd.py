@@ -20,9 +20,9 @@ from typing import Any
 from ..errors import ImportRefused
 from ..importing.found import FoundServer, suggest_name
 from ..importing.mcp_remote import StoredAuth, auth_dir, delete_plaintext, read_stored, url_hashes
-from ..importing.rewrite import rewrite
+from ..importing.naming import unique_name
+from ..importing.rewrite import by_file, rewrite_file
 from ..importing.scan import CLIENT_NAMES, scan
-from ..model import check_name
 from ..oauth.registration import ClientRegistration
 from ..oauth.urls import canonical_server_url
 from ..service.adoption import adoption_body
@@ -100,12 +100,7 @@ class _Connections:
         url = canonical_server_url(url)
         if url in self.by_url:
             return self.by_url[url], True
-        name = check_name(found_name)
-        n = 2
-        while name in self.names:
-            name = f"{found_name[:60]}-{n}"
-            n += 1
-        return name, False
+        return unique_name(found_name, self.names), False
 
     def add(self, name: str, url: str) -> None:
         if self.service is not None:
@@ -144,15 +139,19 @@ def run_import(args: argparse.Namespace, service: Any, engine_of: Any) -> int:
     imported, rewritten = [], []
     if picked and not args.dry_run:
         conns = _Connections(args, service, engine_of)
+        named = []
         for server in picked:
             name, exists = conns.name_for(server.name, server.url)
             if not exists:
                 conns.add(name, server.url)
+            named.append((server, name))
             imported.append({"name": name, "url": server.url, "added": not exists, "client": server.client})
             if not args.json:
                 print(f"{'Added' if not exists else 'Already here:'} {name} ({server.url})")
-            if rewrite_too:
-                backup = rewrite(server, name)
+        # One read, one backup and one write per file, however many of its entries were picked.
+        for group in by_file(named) if rewrite_too else []:
+            backup = rewrite_file(group)
+            for server, _ in group:
                 rewritten.append({"path": str(server.path), "entry": server.entry, "backup": str(backup)})
                 if not args.json:
                     print(f"Rewrote {server.entry!r} in {server.path} (backup: {backup.name})")
@@ -187,7 +186,10 @@ def _pick(servers: list[FoundServer], args: argparse.Namespace) -> list[FoundSer
 
 def _from_mcp_remote(args: argparse.Namespace, service: Any, engine_of: Any) -> int:
     home = _home()
-    stored = read_stored(auth_dir(home))
+    problems: list[str] = []
+    stored = read_stored(auth_dir(home), problems)
+    for problem in problems:  # one unreadable file must not hide the others
+        print(f"mcp-token-broker: warning: {problem}", file=sys.stderr)
     found = scan(home, project=Path.cwd()).servers
     candidates: list[tuple[str, str, tuple[str, ...]]] = [(s.name, s.url, s.mcp_remote_args) for s in found]
     candidates += [(suggest_name("", u), u, ()) for u in args.url]
@@ -211,16 +213,24 @@ def _from_mcp_remote(args: argparse.Namespace, service: Any, engine_of: Any) -> 
     out: dict[str, Any] = {
         "found": [{"name": n, "url": u, "tokens_file": str(a.tokens_file)} for n, u, a in matched],
         "unmatched": [str(a.tokens_file) for a in unmatched],
+        "problems": problems,
         "imported": [],
         "deleted": [],
         "dry_run": bool(args.dry_run),
     }
     if picked and not args.dry_run:
+        conns = _Connections(args, service, engine_of)
+        named = []
+        for found_name, url, auth in picked:  # named and added as the clients path does
+            name, exists = conns.name_for(found_name, url)
+            if not exists:
+                conns.add(name, url)
+            named.append((name, url, auth))
         if service is not None:
             # The service holds the vault in memory: it adopts them (POST .../adopt).
-            _adopt_through(service, picked, out)
+            _adopt_through(service, named, out)
         else:
-            asyncio.run(_adopt_all(args, engine_of, picked, out))
+            asyncio.run(_adopt_all(args, engine_of, named, out))
         delete = args.delete_plaintext
         if not delete and _interactive(args):
             delete = _ask(
@@ -243,14 +253,9 @@ def _from_mcp_remote(args: argparse.Namespace, service: Any, engine_of: Any) -> 
 async def _adopt_all(args: argparse.Namespace, engine_of: Any, picked: list[Any], out: dict[str, Any]) -> None:
     engine = engine_of(args)
     try:
-        existing = {canonical_server_url(v["server_url"]): v["name"] for v in engine.list()}
-        for found_name, url, auth in picked:
-            name = existing.get(canonical_server_url(url))
-            if name is None:
-                name = check_name(found_name)
-                await engine.add(name, url)
+        for name, url, auth in picked:  # added already (_Connections)
             registration = _registration(auth, url, name, str(engine.show(name).get("issuer") or ""))
-            await engine.adopt(name, auth.token_set(), registration)
+            await engine.adopt(name, auth.token_set(), registration)  # checked as POST .../adopt checks
             out["imported"].append({"name": name, "url": url})
     finally:
         await engine.transport.aclose()
@@ -274,13 +279,7 @@ def _adopt_through(service: Any, picked: list[Any], out: dict[str, Any]) -> None
     memory and the vault agree (no restart). Its answers never hold a token."""
     from ..client.api_client import quote
 
-    views = service.request("GET", "/v1/connections")["connections"]
-    existing = {canonical_server_url(v["server_url"]): v["name"] for v in views}
-    for found_name, url, auth in picked:
-        name = existing.get(canonical_server_url(url))
-        if name is None:
-            name = check_name(found_name)
-            service.request("POST", "/v1/connections", {"name": name, "server_url": url}, timeout=120)
+    for name, url, auth in picked:  # added already (_Connections)
         shown = service.request("GET", f"/v1/connections/{quote(name)}?detail=full")
         registration = _registration(auth, url, name, str(shown.get("issuer") or ""))
         body = adoption_body(auth.token_set(), registration)

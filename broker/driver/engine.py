@@ -66,6 +66,7 @@ from ..oauth.registration import ClientRegistration, metadata_document_client
 from ..oauth.tokens import TokenSet, parse_token_response, refresh_request
 from ..oauth.urls import canonical_server_url
 from ..secret import Secret
+from ..service.adoption import adoption_body, read_adoption
 from ..stepup import after_login
 from ..storage.atomic import off_loop
 from ..storage.store import Store, Transaction
@@ -257,7 +258,9 @@ class Engine:
         for connection `name`, just added with discovery. The registration
         must be the discovered issuer's; the record is bound to the endpoints
         discovered now, as a login would. A connection that holds tokens is
-        never overwritten."""
+        never overwritten. Both are checked as the service checks an adopt
+        request (broker.service.adoption), so no path adopts unchecked input."""
+        tokens, registration = read_adoption(adoption_body(tokens, registration))
         settings = (await off_loop(self.store.load_settings)).get(name)
         if settings is None:
             raise UnknownConnection(name)

@@ -22,12 +22,12 @@ keys, or nothing is written.
 
 from __future__ import annotations
 
-import json
 import os
 import tomllib
 from pathlib import Path
 from typing import Any
 
+from ..cli.snippets import _toml_string  # the snippet's own quoting, DEL escaped
 from ..errors import ClientConfigUnreadable, ImportRefused
 from .found import ConfigFile, FoundServer, found_in, read_bytes
 
@@ -126,10 +126,6 @@ def _value_end(lines: list[str], start: int) -> int:
     raise ImportRefused("an unterminated value in that Codex entry: rewrite it by hand")
 
 
-def _toml_str(value: str) -> str:
-    return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
-
-
 def rewrite_text(text: str, entry: str, command: str, args: list[str]) -> str:
     """`text` with `[mcp_servers.<entry>]` running `command args`; every line
     outside that table's transport keys unchanged. `ImportRefused` when the
@@ -156,8 +152,8 @@ def rewrite_text(text: str, entry: str, command: str, args: list[str]) -> str:
         body.append(lines[i])
         i += 1
     new = [
-        f"command = {_toml_str(command)}{newline}",
-        f"args = [{', '.join(_toml_str(a) for a in args)}]{newline}",
+        f"command = {_toml_string(command)}{newline}",
+        f"args = [{', '.join(_toml_string(a) for a in args)}]{newline}",
     ]
     if not lines[header].endswith(("\n", "\r")):
         lines[header] += newline

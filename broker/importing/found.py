@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,9 @@ from ..errors import ClientConfigUnreadable
 from ..oauth.urls import suggest_name as url_name
 
 __all__ = [
+    "MAX_BYTES",
     "read_bytes",
+    "read_file",
     "ConfigFile",
     "FoundServer",
     "entries_in",
@@ -95,15 +99,45 @@ def strip_jsonc(text: str) -> str:
     return _TRAILING_COMMA.sub(lambda m: m.group(1) or m.group(2), text)
 
 
-def read_bytes(path: Path) -> bytes | None:
-    """A client's config file as bytes, None when there is none; any other
-    failure is a `ClientConfigUnreadable` (one line)."""
+#: No client config or mcp-remote file comes near this; a bigger one is refused unread.
+MAX_BYTES = 16 * 1024 * 1024
+
+
+def read_file(path: Path) -> tuple[bytes, os.stat_result] | None:
+    """A client's config file (or mcp-remote's) as bytes with the stat of
+    what was read, None when there is none. Only a regular file of at most
+    MAX_BYTES is read: a link to /dev/zero would fill memory and a FIFO would
+    block (hence O_NONBLOCK on the open). Any failure is a
+    `ClientConfigUnreadable` (one line)."""
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise ClientConfigUnreadable(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ClientConfigUnreadable(f"{path} is not a regular file")
+        if st.st_size > MAX_BYTES:
+            raise ClientConfigUnreadable(f"{path} is larger than {MAX_BYTES // (1024 * 1024)} MiB")
+        chunks, size = [], 0
+        while chunk := os.read(fd, MAX_BYTES + 1 - size):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_BYTES:  # it grew while we read
+                raise ClientConfigUnreadable(f"{path} is larger than {MAX_BYTES // (1024 * 1024)} MiB")
+    except OSError as exc:
+        raise ClientConfigUnreadable(f"cannot read {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    return b"".join(chunks), st
+
+
+def read_bytes(path: Path) -> bytes | None:
+    """read_file without the stat."""
+    got = read_file(path)
+    return None if got is None else got[0]
 
 
 def read_config(path: Path, *, jsonc: bool = False) -> ConfigFile | None:

@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ClientConfigUnreadable
+from ..errors import ClientConfigUnreadable, ImportRefused
 from ..oauth.registration import ClientRegistration
 from ..oauth.tokens import TokenSet
 from ..secret import Secret
+from .found import read_file
 
 __all__ = ["StoredAuth", "auth_dir", "delete_plaintext", "read_stored", "server_hash", "url_hashes"]
 
@@ -123,6 +124,8 @@ class StoredAuth:
         secret = info.get("client_secret")
         method = info.get("token_endpoint_auth_method") or ("client_secret_basic" if secret else "none")
         uris = info.get("redirect_uris") or [""]
+        if not isinstance(uris, list) or not all(isinstance(u, str) for u in uris):
+            raise ImportRefused(f"{self.client_info_file}: redirect_uris is not a list of strings")
         rat = info.get("registration_access_token")
         return ClientRegistration(
             issuer=issuer,
@@ -137,19 +140,27 @@ class StoredAuth:
         )
 
 
-def _load(path: Path) -> dict[str, Any]:
+def _load(path: Path) -> tuple[dict[str, Any], float] | None:
+    """A JSON file mcp-remote wrote and its mtime (from the read itself),
+    None when there is none; `ClientConfigUnreadable` otherwise."""
+    got = read_file(path)  # regular files of a bounded size only
+    if got is None:
+        return None
+    raw, st = got
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
         raise ClientConfigUnreadable(f"{path} is not a JSON file mcp-remote wrote") from None
     if not isinstance(data, dict):
         raise ClientConfigUnreadable(f"{path} is not a JSON file mcp-remote wrote")
-    return data
+    return data, st.st_mtime
 
 
-def read_stored(base: Path) -> list[StoredAuth]:
+def read_stored(base: Path, problems: list[str] | None = None) -> list[StoredAuth]:
     """Every server with a token file under `base`, the newest store's copy
-    when several versions of mcp-remote kept one."""
+    when several versions of mcp-remote kept one. A file that cannot be read
+    is skipped, its one line added to `problems`: one bad file must not hide
+    the others (as in scan)."""
     if not base.is_dir():
         return []
     stores = sorted(
@@ -161,13 +172,23 @@ def read_stored(base: Path) -> list[StoredAuth]:
             match = _TOKENS.fullmatch(path.name)
             if match is None:
                 continue
-            tokens = _load(path)
-            if not isinstance(tokens.get("access_token"), str):
-                continue
             info_path = store / f"{match.group(1)}_client_info.json"
-            info = _load(info_path) if info_path.exists() else None
+            try:
+                tokens = _load(path)
+                info = _load(info_path)
+            except ClientConfigUnreadable as exc:
+                if problems is not None:
+                    problems.append(str(exc))
+                continue
+            if tokens is None or not isinstance(tokens[0].get("access_token"), str):
+                continue
             found[match.group(1)] = StoredAuth(
-                match.group(1), path, info_path if info else None, tokens, info, path.stat().st_mtime
+                match.group(1),
+                path,
+                info_path if info else None,
+                tokens[0],
+                info[0] if info else None,
+                tokens[1],
             )
     return list(found.values())
 

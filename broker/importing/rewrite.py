@@ -1,7 +1,7 @@
 """Point one picked entry of a client's config at the broker, losing nothing.
 
 The order is what keeps the user's file safe:
-1. read the file and refuse (`ClientConfigChanged`) if it is not the file
+1. read the file (all its picked entries at once) and refuse (`ClientConfigChanged`) if it is not the file
    `import` scanned (its sha256);
 2. build the new text: only the picked entry changes; for JSON every other
    key keeps its value and its place, for TOML every other line its bytes
@@ -24,19 +24,20 @@ import os
 import re
 import stat
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..cli.snippets import snippet
-from ..errors import ClientConfigChanged, ClientConfigUnreadable, ImportRefused
+from ..errors import ClientConfigChanged, ImportRefused
 from ..storage.atomic import atomic_write
-from . import codex
-from .found import TRANSPORT_KEYS, FoundServer, entries_in
+from . import claude_code, claude_desktop, codex, cursor, vscode
+from .found import TRANSPORT_KEYS, FoundServer, entries_in, read_bytes
 
-__all__ = ["backup_path", "new_entry", "rewrite", "rewritten_json"]
+__all__ = ["backup_path", "by_file", "new_entry", "rewrite", "rewrite_file", "rewritten_json"]
 
-#: The snippet each JSON client's entry is built from.
-_SNIPPET = {"claude-code": "claude-code", "claude-desktop": "claude-desktop", "cursor": "cursor", "vscode": "vscode"}
+#: The snippet each JSON client's entry is built from, as each client's module names it.
+_SNIPPET = {m.CLIENT: m.SNIPPET for m in (claude_code, claude_desktop, cursor, vscode)}
 
 
 def new_entry(found: FoundServer, name: str, command: str | None = None) -> dict[str, Any]:
@@ -110,35 +111,59 @@ def _write_backup(path: Path, raw: bytes, now: float) -> Path:
 
 
 def _read_unchanged(found: FoundServer) -> bytes:
-    try:
-        raw = found.path.read_bytes()
-    except FileNotFoundError:
-        raise ClientConfigChanged(f"{found.path} was removed since import read it; nothing was written") from None
-    except OSError as exc:
-        raise ClientConfigUnreadable(f"cannot read {found.path}: {exc.strerror}") from None
+    raw = read_bytes(found.path)
+    if raw is None:
+        raise ClientConfigChanged(f"{found.path} was removed since import read it; nothing was written")
     if hashlib.sha256(raw).hexdigest() != found.digest:
         raise ClientConfigChanged(f"{found.path} changed since import read it; nothing was written, run import again")
     return raw
 
 
-def rewrite(found: FoundServer, name: str, *, command: str | None = None, now: float | None = None) -> Path:
-    """Rewrite `found`'s entry to take its token from connection `name`.
-    Returns the backup's path. Nothing is written when anything is off."""
-    raw = _read_unchanged(found)
-    entry = new_entry(found, name, command)
-    if found.client == "codex":
-        text = raw.decode("utf-8")
-        new = codex.rewrite_text(text, found.entry, entry["command"], list(entry["args"])).encode()
-    else:
-        new = rewritten_json(raw, found, entry)
-    mode = stat.S_IMODE(os.stat(found.path).st_mode)
-    backup = _write_backup(found.path, raw, time.time() if now is None else now)
+def by_file(picks: Sequence[tuple[FoundServer, str]]) -> list[list[tuple[FoundServer, str]]]:
+    """The picks grouped by config file, in the order they came: every entry
+    of one file is rewritten in one read, one backup and one write."""
+    groups: dict[Path, list[tuple[FoundServer, str]]] = {}
+    for found, name in picks:
+        groups.setdefault(found.path, []).append((found, name))
+    return list(groups.values())
+
+
+def rewrite_file(
+    picks: Sequence[tuple[FoundServer, str]], *, command: str | None = None, now: float | None = None
+) -> Path:
+    """Rewrite the picked entries of one file, each to take its token from
+    its connection name. Returns the backup's path. Nothing is written when
+    anything is off.
+
+    A config that is a symlink (a dotfile manager's) is written through: the
+    file it points at is replaced, its backup beside it, and the link stays."""
+    first = picks[0][0]
+    if any(found.path != first.path or found.digest != first.digest for found, _ in picks):
+        raise ValueError("rewrite_file takes the entries of one file, from one scan")
+    raw = _read_unchanged(first)
+    new = raw
+    for found, name in picks:
+        entry = new_entry(found, name, command)
+        if found.client == "codex":
+            text = codex.rewrite_text(new.decode("utf-8"), found.entry, entry["command"], list(entry["args"]))
+            new = text.encode()
+        else:
+            new = rewritten_json(new, found, entry)
+    target = Path(os.path.realpath(first.path))
+    mode = stat.S_IMODE(os.stat(target).st_mode)
+    backup = _write_backup(target, raw, time.time() if now is None else now)
     try:
-        _read_unchanged(found)  # once more, right before the replace
+        _read_unchanged(first)  # once more, right before the replace
     except ClientConfigChanged:
         with contextlib.suppress(OSError):
             backup.unlink()
         raise
-    atomic_write(found.path, new, private_dir=False)
-    os.chmod(found.path, mode)
+    atomic_write(target, new, private_dir=False)
+    os.chmod(target, mode)
     return backup
+
+
+def rewrite(found: FoundServer, name: str, *, command: str | None = None, now: float | None = None) -> Path:
+    """Rewrite `found`'s entry to take its token from connection `name`
+    (rewrite_file with one entry). Returns the backup's path."""
+    return rewrite_file([(found, name)], command=command, now=now)
