@@ -160,3 +160,41 @@ def test_broker_stopped_under_a_running_proxy(cli, stack):
     code, stderr = proxy.finish()
     assert code == 0
     assert NOT_RUNNING in _one_line(stderr)
+
+
+def test_a_listener_that_resets_the_connection_is_one_line_not_a_traceback(cli, tmp_path):
+    """Something listens on the socket, as us, but closes each connection
+    unread (ECONNRESET at the proxy): the client is answered, stderr has one line."""
+    import select
+    import socket
+    import threading
+
+    from broker.client.socketpath import SOCKET_ENV
+
+    folder = tmp_path / "sock"
+    folder.mkdir(mode=0o700)
+    path = str(folder / "broker.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen()
+
+    def close_unread() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            select.select([conn], [], [])  # the request is there, unread: closing now resets
+            conn.close()
+
+    threading.Thread(target=close_unread, daemon=True).start()
+    try:
+        proxy = StdioProxy(cli.exe, "demo", {**cli.env, SOCKET_ENV: path})
+        proxy.send(INITIALIZE)
+        error = _error(proxy.answer(), 1)
+        code, stderr = proxy.finish()
+    finally:
+        listener.close()
+    assert "broker" in error["message"], error
+    assert error["message"] in _one_line(stderr)
+    assert code == 1

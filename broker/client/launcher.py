@@ -10,11 +10,14 @@ Everything else goes to `broker.cli.main`.
 
 from __future__ import annotations
 
+import os
 import sys
 
 __all__ = ["main"]
 
 _FAST = ("token", "headers")
+#: As `broker.cli.main.DEBUG_ENV`: set, an internal error shows its traceback.
+DEBUG_ENV = "MCP_TOKEN_BROKER_DEBUG"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,9 +34,28 @@ def main(argv: list[str] | None = None) -> int:
         code = hosted(args[1])  # the broker runs the session; None: it cannot
         if code is not None:
             return code
-        from .proxy import main as proxy_main
-
-        return proxy_main(args[1])
+        return _proxy(args[1])
     from ..cli.main import main as full_main
 
     return full_main(args)
+
+
+def _proxy(name: str) -> int:
+    """The in-process proxy, with the CLI's promise (`broker.cli.main`): one
+    line on stderr, never a traceback, without loading the CLI's parser."""
+    from .proxy import main as proxy_main
+
+    try:
+        return proxy_main(name)
+    except KeyboardInterrupt:
+        print("mcp-token-broker: cancelled", file=sys.stderr, flush=True)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one line, not a traceback
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(
+            f"mcp-token-broker: internal error ({type(exc).__name__}); rerun with {DEBUG_ENV}=1 for details",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1

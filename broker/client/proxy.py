@@ -139,6 +139,13 @@ class _LineFormatter(logging.Formatter):
         return f"mcp-token-broker: {record.levelname.lower()}: {record.getMessage()}"
 
 
+def _why(exc: OSError) -> str:
+    """An OSError in a few words ("connection reset by peer"), without its paths."""
+    import os
+
+    return os.strerror(exc.errno).lower() if isinstance(exc.errno, int) and exc.errno > 0 else type(exc).__name__
+
+
 def main(name: str) -> int:
     """`mcp-token-broker proxy NAME`; the exit status. The console script
     calls this without the CLI's parser (`broker.client.launcher`)."""
@@ -153,7 +160,7 @@ def main(name: str) -> int:
             handler = logging.StreamHandler()
             handler.setFormatter(_LineFormatter())
             logging.basicConfig(level=logging.WARNING, handlers=[handler])
-        from ..errors import BrokerError
+        from ..errors import BrokerError, ServiceError
         from ..service.hardening import harden_process
         from .api_client import BrokerClient, quote
 
@@ -164,6 +171,8 @@ def main(name: str) -> int:
             view = client.request("GET", f"/v1/connections/{quote(name)}")
         except BrokerError as exc:
             failure = exc
+        except OSError as exc:  # something listens there but reset or closed the connection
+            failure = ServiceError(0, "bad_response", f"the broker's socket failed ({_why(exc)})")
         loader.join()
     finally:
         gc.freeze()
