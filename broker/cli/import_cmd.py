@@ -27,27 +27,7 @@ from ..oauth.registration import ClientRegistration
 from ..oauth.urls import canonical_server_url
 from ..service.adoption import adoption_body
 
-__all__ = ["add_arguments", "run_import"]
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--from",
-        dest="source",
-        choices=("clients", "mcp-remote"),
-        default="clients",
-        help="clients: servers in Claude Desktop/Code, Cursor, VS Code, Codex configs (default); "
-        "mcp-remote: its stored tokens in ~/.mcp-auth",
-    )
-    p.add_argument("--all", action="store_true", help="import everything found, without asking")
-    p.add_argument("--pick", nargs="+", default=[], metavar="NAME", help="import these (a name, or CLIENT:ENTRY)")
-    p.add_argument("--rewrite", action="store_true", help="also point each picked client entry at the broker")
-    p.add_argument(
-        "--delete-plaintext", action="store_true", help="(mcp-remote) delete its token files once in the vault"
-    )
-    p.add_argument("--url", action="append", default=[], metavar="URL", help="(mcp-remote) a server URL it used")
-    p.add_argument("--dry-run", action="store_true", help="show what would be done, change nothing")
-    p.add_argument("--json", action="store_true", help="print what was found and done as one JSON object")
+__all__ = ["run_import"]
 
 
 def _interactive(args: argparse.Namespace) -> bool:
