@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -133,3 +135,53 @@ def test_the_apps_own_test_is_not_asked_about_under_the_ask_policy(qtbot, gui, s
 
     assert text.startswith("OK: "), text
     assert asked == []
+
+
+class _NeedsScope:
+    """A loopback server answering every POST 403 insufficient_scope, scope mcp:admin."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                self.send_response(403)
+                self.send_header("www-authenticate", 'Bearer error="insufficient_scope", scope="mcp:admin"')
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/mcp"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_the_apps_own_test_names_the_missing_scope_and_records_the_step_up(qtbot, request, stack):
+    """A 403 insufficient_scope to the app's Test (`ServiceTokens`, the service in
+    this process): the scope in words, and a step-up recorded for the next login."""
+    from broker.client.probe import APP_CLIENT_NAME, ServiceTokens, probe
+    from broker.errors import ProbeFailed
+    from broker.service.identity import ClientIdentity
+
+    _, mcp = stack
+    runner, _, window = request.getfixturevalue("gui")
+    _added(qtbot, window, "adm", mcp.url)
+    me = ClientIdentity(
+        pid=os.getpid(), app_pid=os.getpid(), exe=None, script=None, name=APP_CLIENT_NAME, in_process=True
+    )
+    tokens = ServiceTokens(runner.service, me, runner.loop)
+    server = _NeedsScope()
+    try:
+        with pytest.raises(ProbeFailed) as failed:
+            runner.submit(probe("adm", server.url, tokens=tokens, timeout=30)).result(60)
+    finally:
+        server.close()
+    assert failed.value.kind == "insufficient_scope" and "needs scope mcp:admin" in str(failed.value), failed.value
+    assert BrokerClient().connection("adm")["step_up"]["missing"] == ["mcp:admin"]

@@ -277,7 +277,8 @@ def _explain(exc: Exception, seen: BrokerError | None, where: str, timeout: floa
 
 class ServiceTokens:
     """The in-process service as the token source `httpx2_auth` expects (the
-    shape of `BrokerClient.token` and `.report_rejected`). Its methods run in
+    shape of `BrokerClient.token` and `.report_rejected`,
+    `.report_insufficient_scope`). Its methods run in
     worker threads and wait on the service's loop, which stays free."""
 
     def __init__(self, service: BrokerService, identity: ClientIdentity, loop: asyncio.AbstractEventLoop) -> None:
@@ -296,6 +297,12 @@ class ServiceTokens:
     def report_rejected(self, name: str, token: str) -> dict[str, Any]:
         digest = hashlib.sha256(token.encode()).hexdigest()
         call = self._service.report_rejected(name, self._identity, digest)
+        return asyncio.run_coroutine_threadsafe(call, self._loop).result()
+
+    def report_insufficient_scope(self, name: str, token: str, scopes: list[str]) -> dict[str, Any]:
+        """A 403 `insufficient_scope` to the app's Test is a step-up like any client's."""
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        call = self._service.report_insufficient_scope(name, self._identity, digest, list(scopes))
         return asyncio.run_coroutine_threadsafe(call, self._loop).result()
 
 
