@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from ..service.identity import ClientIdentity
     from ..service.service import BrokerService
 
-__all__ = ["APP_CLIENT_NAME", "ProbeResult", "ServiceTokens", "failure_json", "probe", "probe_in_process"]
+__all__ = ["APP_CLIENT_NAME", "ProbeResult", "ServiceTokens", "failure_json", "leaf", "probe", "probe_in_process"]
 
 #: Who asks for the token when the app's Test button runs (audit, approval).
 APP_CLIENT_NAME = "MCP Token Broker (Test)"
@@ -249,8 +249,9 @@ async def probe(name: str, server_url: str, *, tokens: Any, timeout: float = 30.
     raise AssertionError("unreachable")  # pragma: no cover - the with block returns
 
 
-def _leaf(exc: BaseException) -> BaseException:
-    """The first real error inside the SDK's (nested) task-group exception groups."""
+def leaf(exc: BaseException) -> BaseException:
+    """The first real error inside the SDK's (nested) task-group exception groups
+    (the probe's and the hosted proxy session's, `broker.service.proxy_session`)."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return exc
@@ -262,17 +263,17 @@ def _explain(exc: Exception, seen: BrokerError | None, where: str, timeout: floa
 
     if seen is not None:
         return seen
-    leaf = _leaf(exc)
-    if isinstance(leaf, BrokerError):
-        return leaf
-    if isinstance(leaf, MCPError):
-        if leaf.code == -32700:  # the SDK could not parse the answer (its text quotes the body: not shown)
+    first = leaf(exc)
+    if isinstance(first, BrokerError):
+        return first
+    if isinstance(first, MCPError):
+        if first.code == -32700:  # the SDK could not parse the answer (its text quotes the body: not shown)
             return ProbeFailed("not_mcp", f"{where} answered something that is not MCP JSON-RPC")
-        text = describe_remote_text(leaf.message, 160)
+        text = describe_remote_text(first.message, 160)
         return ProbeFailed("mcp_error", f"the MCP server at {where} answered with an error: {text}")
-    if isinstance(leaf, TimeoutError):
+    if isinstance(first, TimeoutError):
         return ProbeFailed("timeout", f"the MCP server at {where} did not answer within {timeout:g} s")
-    return ProbeFailed("not_mcp", f"the MCP exchange with {where} failed ({_reason(leaf)})")
+    return ProbeFailed("not_mcp", f"the MCP exchange with {where} failed ({_reason(first)})")
 
 
 class ServiceTokens:

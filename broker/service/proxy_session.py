@@ -32,6 +32,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from ..client.probe import leaf
 from ..client.proxy_thin import UPGRADE
 from ..errors import BrokerError
 from ..oauth.tokens import TokenSet
@@ -80,11 +81,14 @@ def close_all(fds: list[int]) -> None:
 
 
 class _Lines:
-    """The client's lines from a pipe, without a thread (stdio_server's `stdin`)."""
+    """The client's lines from a pipe, without a thread (stdio_server's `stdin`).
+    A bytearray searched from where the last search stopped: a long line costs
+    one pass, not one pass per read."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
-        self._buf = b""
+        self._buf = bytearray()
+        self._scanned = 0  # the first bytes of _buf that hold no newline
         self._eof = False
 
     def __aiter__(self) -> AsyncIterator[str]:
@@ -94,15 +98,20 @@ class _Lines:
         import anyio
 
         while True:
-            end = self._buf.find(b"\n")
+            end = self._buf.find(b"\n", self._scanned)
             if end >= 0:
-                line, self._buf = self._buf[: end + 1], self._buf[end + 1 :]
-                return line.decode("utf-8", "replace")
+                line = self._buf[: end + 1].decode("utf-8", "replace")
+                del self._buf[: end + 1]
+                self._scanned = 0
+                return line
+            self._scanned = len(self._buf)
             if self._eof:
                 if not self._buf:
                     raise StopAsyncIteration
-                line, self._buf = self._buf, b""
-                return line.decode("utf-8", "replace")
+                line = self._buf.decode("utf-8", "replace")
+                self._buf.clear()
+                self._scanned = 0
+                return line
             if len(self._buf) > MAX_LINE:
                 raise OSError("a line from the client is too long")
             await anyio.wait_readable(self._fd)
@@ -143,7 +152,9 @@ def _stderr_writer(fd: int) -> Callable[[str], None]:
 
     def write(text: str) -> None:
         with contextlib.suppress(OSError, ValueError):
-            if select.select([], [fd], [], 0)[1]:
+            poller = select.poll()  # not select.select: it cannot watch a descriptor above 1023
+            poller.register(fd, select.POLLOUT)
+            if any(events & select.POLLOUT for _, events in poller.poll(0)):
                 os.write(fd, text.encode())
 
     return write
@@ -279,10 +290,12 @@ class ProxySessions:
             _nonblocking(stdout)
             await off_loop(_load_sdk)  # the first session imports the SDK, off the loop
             status = await self._serve(name, server_url, identity, sock, stdin, stdout, stderr)
-        except (OSError, BrokerError) as exc:
-            log.warning("proxy session for %s ended: %s", name, exc)
-        except Exception:
-            log.exception("proxy session for %s failed", name)
+        except Exception as exc:  # noqa: BLE001 - routine ends come wrapped in the SDK's ExceptionGroups
+            cause = leaf(exc)
+            if isinstance(cause, (OSError, BrokerError)):
+                log.warning("proxy session for %s ended: %s", name, cause)
+            else:
+                log.exception("proxy session for %s failed", name)
         finally:
             for fd in fds[:2]:  # as they came: the thin client may answer on them itself
                 with contextlib.suppress(OSError):

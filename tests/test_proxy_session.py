@@ -1,0 +1,129 @@
+"""The hosted proxy session's own parts (`broker.service.proxy_session`), on
+real pipes and a real socket pair: the client's lines, its stderr, and how a
+session that ends badly is logged."""
+
+from __future__ import annotations
+
+import array
+import logging
+import os
+import resource
+import socket
+import threading
+
+import anyio
+import pytest
+
+from broker.service import proxy_session
+from broker.service.identity import ClientIdentity
+from broker.service.proxy_session import ProxySessions, _Lines, _stderr_writer
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _feed(data: bytes) -> int:
+    """The read end of a pipe a thread writes `data` into, then closes."""
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+
+    def writer() -> None:
+        with open(write, "wb", buffering=0) as pipe:
+            pipe.write(data)
+
+    threading.Thread(target=writer, daemon=True).start()
+    return read
+
+
+async def _all_lines(fd: int) -> list[str]:
+    return [line async for line in _Lines(fd)]
+
+
+def test_lines_longer_than_one_read_arrive_whole():
+    long = b"x" * (200 * 1024)  # several 64 KiB reads
+    fd = _feed(long + b"\nshort\n" + long + b"y\ntail")
+    try:
+        lines = anyio.run(_all_lines, fd)
+    finally:
+        os.close(fd)
+    assert lines == [long.decode() + "\n", "short\n", long.decode() + "y\n", "tail"]
+
+
+def test_a_line_over_the_cap_ends_the_reading(monkeypatch):
+    monkeypatch.setattr(proxy_session, "MAX_LINE", 100 * 1024)
+    fd = _feed(b"ok\n" + b"x" * (300 * 1024) + b"\n")
+    seen: list[str] = []
+
+    async def read() -> None:
+        async for line in _Lines(fd):
+            seen.append(line)
+
+    try:
+        with pytest.raises(OSError, match="too long"):
+            anyio.run(read)
+    finally:
+        os.close(fd)
+    assert seen == ["ok\n"]
+
+
+def test_stderr_lines_reach_a_descriptor_above_1023():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft <= 1100:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(2048, hard), hard))
+    read, write = os.pipe()
+    high = os.dup2(write, 1100)
+    try:
+        _stderr_writer(high)("mcp-token-broker: warning: something\n")
+        os.set_blocking(read, False)
+        try:
+            got = os.read(read, 4096)
+        except BlockingIOError:
+            got = b""
+        assert got == b"mcp-token-broker: warning: something\n"
+    finally:
+        for fd in (read, write, high):
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_line_over_the_cap_ends_the_session_with_one_warning_and_no_traceback(monkeypatch, caplog):
+    """The refusal comes out of the SDK's task groups as an ExceptionGroup: it
+    is still a routine end, one warning, not a logged traceback."""
+    monkeypatch.setattr(proxy_session, "MAX_LINE", 64 * 1024)
+
+    async def no_token(*args: object) -> object:
+        raise AssertionError("no request reaches the server")
+
+    sessions = ProxySessions(no_token, no_token)  # type: ignore[arg-type]
+    me = ClientIdentity(pid=os.getpid(), app_pid=os.getpid(), exe=None, script=None, name="test", in_process=True)
+    ours, theirs = socket.socketpair()
+    stdin_read, stdin_write = os.pipe()
+    stdout_read, stdout_write = os.pipe()
+    stderr_read, stderr_write = os.pipe()
+    fds = array.array("i", [stdin_read, stdout_write, stderr_write])
+    theirs.sendmsg([b"F"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds.tobytes())])
+    for fd in fds:
+        os.close(fd)  # the session holds its own copies now
+    writer = threading.Thread(target=lambda: _write_and_close(stdin_write, b"x" * (256 * 1024) + b"\n"), daemon=True)
+    writer.start()
+    ours.setblocking(False)
+    caplog.set_level(logging.INFO, logger="broker.service.proxy_session")
+    try:
+        anyio.run(sessions.run, "demo", "http://127.0.0.1:9/mcp", me, ours)
+        assert theirs.recv(16) == b"1\n"  # the exit status the thin client is told
+    finally:
+        writer.join(10)
+        for fd in (stdout_read, stderr_read):
+            os.close(fd)
+        ours.close()
+        theirs.close()
+    records = [r for r in caplog.records if r.name == "broker.service.proxy_session"]
+    assert [(r.levelname, r.getMessage()) for r in records] == [
+        ("WARNING", "proxy session for demo ended: a line from the client is too long")
+    ], records
+    assert all(r.exc_info is None for r in records)
+    assert "Traceback" not in caplog.text
+
+
+def _write_and_close(fd: int, data: bytes) -> None:
+    with open(fd, "wb", buffering=0) as pipe:
+        pipe.write(data)
