@@ -20,12 +20,9 @@ the broker's executable. It stops the casual and the accidental leaks.
 
 from __future__ import annotations
 
-import logging
 import sys
 
 __all__ = ["harden_process"]
-
-log = logging.getLogger(__name__)
 
 _PR_SET_DUMPABLE = 4  # <linux/prctl.h>
 
@@ -40,7 +37,7 @@ def harden_process() -> None:
     except ImportError:  # Windows
         pass
     except (ValueError, OSError) as exc:
-        log.warning("could not disable core dumps: %s", exc)
+        _warn("could not disable core dumps: %s", exc)
     if sys.platform.startswith("linux"):
         _not_dumpable()
 
@@ -54,4 +51,11 @@ def _not_dumpable() -> None:
         if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
     except (OSError, AttributeError) as exc:
-        log.warning("could not make the process non-dumpable: %s", exc)
+        _warn("could not make the process non-dumpable: %s", exc)
+
+
+def _warn(text: str, exc: BaseException) -> None:
+    # `logging` only here: the thin proxy calls harden_process and never logs (5 ms of import).
+    import logging
+
+    logging.getLogger(__name__).warning(text, exc)
