@@ -30,13 +30,14 @@ import stat
 import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from ..client.probe import leaf
 from ..client.proxy_thin import UPGRADE
 from ..errors import BrokerError
 from ..oauth.tokens import TokenSet
-from ..storage.atomic import off_loop
+from ..storage.atomic import atomic_write, off_loop
 from .identity import ClientIdentity
 
 __all__ = ["UPGRADE", "ProxySessions"]
@@ -252,13 +253,40 @@ async def _step_up(name: str, identity: ClientIdentity, token: str, response: An
 
 
 class ProxySessions:
-    """Runs hosted proxy sessions and counts them (`/v1/health`)."""
+    """Runs hosted proxy sessions and counts them (`/v1/health`).
 
-    def __init__(self, token_for: TokenFor, rejected: Rejected, insufficient: Insufficient | None = None) -> None:
+    `marker`, a file written (empty, 0600) when the first session starts, says
+    a proxy has been used with this broker: only then is the SDK worth loading
+    at start (`warm`, some 32 MiB), for users who never run one it is not."""
+
+    def __init__(
+        self,
+        token_for: TokenFor,
+        rejected: Rejected,
+        insufficient: Insufficient | None = None,
+        *,
+        marker: Path | None = None,
+    ) -> None:
         self._token_for = token_for
         self._rejected = rejected
         self._insufficient = insufficient
+        self._marker = marker
+        self._marked = False
         self.count = 0
+
+    def used_before(self) -> bool:
+        """Whether a hosted session ran with this broker before (its marker exists)."""
+        return self._marker is not None and self._marker.exists()
+
+    async def _mark(self) -> None:
+        if self._marker is None or self._marked:
+            return
+        self._marked = True
+        try:
+            if not await off_loop(self._marker.exists):
+                await off_loop(atomic_write, self._marker, b"")
+        except OSError as exc:  # only the next start's warm-up is lost
+            log.info("could not note that a proxy session ran: %s", exc)
 
     @property
     def ready(self) -> bool:
@@ -283,6 +311,7 @@ class ProxySessions:
         self.count += 1
         status = 1
         try:
+            await self._mark()
             stdin, stdout, stderr = fds
             if not (_pollable(stdin) and _pollable(stdout)):
                 raise OSError("stdin and stdout must be pipes or sockets")

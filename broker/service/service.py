@@ -217,9 +217,9 @@ class BrokerService:
         self.engine = engine
         self.policy = policy
         self.approval_timeout = approval_timeout
-        # With connections to serve, load the SDK for hosted proxy sessions this
-        # long after start (once per process, off the loop), so the first proxy
-        # a client starts answers as fast as the next; None: on first use only.
+        # With connections to serve and a hosted proxy session run before (its
+        # marker), load the SDK this long after start (once per process, off the
+        # loop), so the first proxy answers as fast as the next; None: on first use only.
         self.warm_proxy_after = warm_proxy_after
         self._warm_task: asyncio.Task[None] | None = None
         self.clock = clock
@@ -238,6 +238,7 @@ class BrokerService:
             lambda name, client, min_ttl, held: self.token_for(name, client, min_ttl=min_ttl, held=held),
             self.report_rejected,
             self.report_insufficient_scope,
+            marker=paths.state_dir / "proxy-used",
         )
         self._settings: dict[str, ConnectionSettings] = {}
         self._states: dict[str, ConnectionState] = {}
@@ -283,7 +284,8 @@ class BrokerService:
         for name in self._settings:
             self._schedule(name)
         self._scheduler_task = asyncio.create_task(self.scheduler.run(), name="refresh-scheduler")
-        if self._settings and self.warm_proxy_after is not None:
+        if self._settings and self.warm_proxy_after is not None and await off_loop(self.proxy_sessions.used_before):
+            log.info("loading the MCP SDK in %g s: a proxy session ran here before", self.warm_proxy_after)
             self._warm_task = asyncio.create_task(self._warm_proxy(self.warm_proxy_after), name="warm-proxy")
         self.started_at = self.clock()
         log.info("serving on %s (policy %s)", self.api.socket_path, self.policy)
