@@ -6,11 +6,15 @@ Pure rules, kept in the connection's settings (so a restart keeps them):
 
 - the next login asks for the union of the scopes asked before and the
   challenged ones (never fewer: a step-up must not drop what works);
-- a login counts as one attempt at the challenged set; once it is granted
-  the step-up is done;
-- the same set challenged again after `MAX_ATTEMPTS` logins that did not
-  earn it is not asked for again: the server does not grant it, and asking
-  the user to log in once more would loop.
+- a login that earns the challenged scopes ends the step-up (nothing is
+  counted against them);
+- a login that does not earn a missing scope counts one attempt at that
+  scope, across challenges: after `MAX_ATTEMPTS` such logins the scope is
+  refused, and a challenge naming only refused scopes is not asked for again
+  (the server does not grant them; asking the user to log in once more, or
+  alternating between two challenges, would loop);
+- a challenge for scopes the token already carried is held against the
+  server: the next login cannot prove it earned them, so it counts too.
 """
 
 from __future__ import annotations
@@ -31,14 +35,24 @@ _SCOPE_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F)) - {'"', "\\"}  # RFC
 class StepUp:
     #: The scope the server's challenge named, in its order.
     scopes: tuple[str, ...]
-    #: Those of `scopes` the token did not carry: what a login will newly ask for.
+    #: Those of `scopes` the token did not carry (all of them if it carried them all).
     missing: tuple[str, ...]
-    #: Logins completed since this set was first challenged.
-    attempts: int = 0
     #: A login is needed (the user is told so).
     pending: bool = True
-    #: `MAX_ATTEMPTS` logins did not earn it: no longer asked for.
+    #: Every missing scope is refused: no longer asked for.
     given_up: bool = False
+    #: Logins that did not earn each scope, across challenges: (scope, count).
+    tries: tuple[tuple[str, int], ...] = ()
+    #: Scopes `MAX_ATTEMPTS` logins did not earn.
+    refused: tuple[str, ...] = ()
+    #: The token carried every challenged scope: a login cannot show it earned them.
+    held: bool = False
+
+    @property
+    def attempts(self) -> int:
+        """Logins that did not earn the missing scopes (the most for any of them)."""
+        counts = dict(self.tries)
+        return max((counts.get(s, 0) for s in self.missing), default=0)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -47,16 +61,30 @@ class StepUp:
             "attempts": self.attempts,
             "pending": self.pending,
             "given_up": self.given_up,
+            "tries": dict(self.tries),
+            "refused": list(self.refused),
+            "held": self.held,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StepUp:
+        missing = tuple(str(s) for s in data.get("missing") or ())
+        given_up = bool(data.get("given_up", False))
+        tries = data.get("tries")
+        if isinstance(tries, dict):
+            counts = tuple((str(k), int(v)) for k, v in tries.items())
+        else:  # written before per-scope counts: the set's count for each of its scopes
+            attempts = int(data.get("attempts") or 0)
+            counts = tuple((s, attempts) for s in missing) if attempts else ()
+        refused = data.get("refused")
         return cls(
             scopes=tuple(str(s) for s in data.get("scopes") or ()),
-            missing=tuple(str(s) for s in data.get("missing") or ()),
-            attempts=int(data.get("attempts") or 0),
+            missing=missing,
             pending=bool(data.get("pending", True)),
-            given_up=bool(data.get("given_up", False)),
+            given_up=given_up,
+            tries=counts,
+            refused=tuple(str(s) for s in refused) if isinstance(refused, list) else (missing if given_up else ()),
+            held=bool(data.get("held", False)),
         )
 
 
@@ -77,21 +105,40 @@ def union(first: tuple[str, ...], second: tuple[str, ...]) -> tuple[str, ...]:
 
 def on_challenge(current: StepUp | None, challenged: tuple[str, ...], granted: tuple[str, ...]) -> StepUp:
     """The step-up after the server challenged for `challenged` a token that carried `granted`."""
-    missing = tuple(s for s in challenged if s not in granted) or challenged
-    if current is not None and set(current.scopes) == set(challenged):
-        if current.attempts >= MAX_ATTEMPTS:
-            return replace(current, pending=False, given_up=True)
-        return replace(current, missing=missing, pending=not current.given_up)
-    return StepUp(scopes=challenged, missing=missing)
+    lacking = tuple(s for s in challenged if s not in granted)
+    missing = lacking or challenged
+    tries = current.tries if current is not None else ()
+    refused = current.refused if current is not None else ()
+    given_up = set(missing) <= set(refused)
+    return StepUp(
+        scopes=challenged,
+        missing=missing,
+        pending=not given_up,
+        given_up=given_up,
+        tries=tries,
+        refused=refused,
+        held=not lacking,
+    )
 
 
 def after_login(current: StepUp | None, granted: tuple[str, ...]) -> StepUp | None:
-    """The step-up after a login whose token carries `granted`."""
+    """The step-up after a login whose token carries `granted`: None once it
+    earned the missing scopes, else one more attempt at each it did not earn."""
     if current is None or not current.pending:
         return current
-    attempts = current.attempts + 1
-    if set(current.scopes) <= set(granted):
-        return replace(current, attempts=attempts, pending=False)
-    if attempts >= MAX_ATTEMPTS:
-        return replace(current, attempts=attempts, pending=False, given_up=True)
-    return replace(current, attempts=attempts)
+    unearned = current.missing if current.held else tuple(s for s in current.missing if s not in granted)
+    if not unearned:
+        return None
+    counts = dict(current.tries)
+    for scope in unearned:
+        counts[scope] = counts.get(scope, 0) + 1
+    refused = union(current.refused, tuple(s for s in unearned if counts[s] >= MAX_ATTEMPTS))
+    given_up = set(unearned) <= set(refused)
+    # A held challenge's login did what it could: wait for the server's next word.
+    return replace(
+        current,
+        tries=tuple(counts.items()),
+        refused=refused,
+        given_up=given_up,
+        pending=not (given_up or current.held),
+    )

@@ -157,16 +157,49 @@ def test_same_challenge_after_logins_that_did_not_grant_it_stops_asking():
     assert again.given_up and not again.pending  # not asked again
 
 
-def test_granted_login_ends_the_step_up_and_a_repeat_counts():
+def test_a_login_that_earns_the_scope_ends_the_step_up_and_counts_nothing():
     challenged = ("mcp:read", "mcp:admin")
-    step = after_login(on_challenge(None, challenged, ("mcp:read",)), challenged)
-    assert step == StepUp(challenged, ("mcp:admin",), attempts=1, pending=False)
-    # The token said it had the scope, the server still refuses: one more login, then no more.
-    step = on_challenge(step, challenged, challenged)
-    assert step.pending and step.missing == challenged
-    step = on_challenge(after_login(step, challenged), challenged, challenged)
-    assert step.given_up and not step.pending
-    assert on_challenge(step, ("mcp:other",), challenged).pending  # a different set is asked for
+    assert after_login(on_challenge(None, challenged, ("mcp:read",)), challenged) is None
+    # Later (a token without it again) the same set: asked for, every attempt still left.
+    step = on_challenge(None, challenged, ("mcp:read",))
+    for _ in range(MAX_ATTEMPTS - 1):
+        step = after_login(step, ("mcp:read",))
+        assert step is not None and step.pending and not step.given_up
+
+
+def test_alternating_challenges_the_server_never_grants_stop_being_asked():
+    step: StepUp | None = None
+    logins = 0
+    for round_ in range(4 * MAX_ATTEMPTS + 2):
+        step = on_challenge(step, ("mcp:x",) if round_ % 2 == 0 else ("mcp:y",), ("mcp:read",))
+        if not step.pending:
+            break
+        logins += 1
+        step = after_login(step, ("mcp:read",))  # the server grants neither
+    assert step is not None and step.given_up and not step.pending
+    assert logins == 2 * MAX_ATTEMPTS  # each scope asked for MAX_ATTEMPTS times, then no more
+
+
+def test_a_challenge_for_scopes_the_token_carried_is_asked_for_a_bounded_number_of_logins():
+    # The token said it had the scope, the server still refuses: a login cannot prove it earned it.
+    challenged = ("mcp:admin",)
+    step: StepUp | None = None
+    logins = 0
+    for _ in range(4 * MAX_ATTEMPTS):
+        step = on_challenge(step, challenged, challenged)
+        if not step.pending:
+            break
+        logins += 1
+        step = after_login(step, challenged)
+    assert step is not None and step.given_up and logins == MAX_ATTEMPTS
+    assert on_challenge(step, ("mcp:other",), challenged).pending  # a different scope is asked for
+
+
+def test_step_up_json_round_trip_and_the_earlier_form():
+    step = after_login(on_challenge(None, ("a", "b"), ("a",)), ("a",))
+    assert step is not None and StepUp.from_json(step.to_json()) == step
+    old = StepUp.from_json({"scopes": ["a", "b"], "missing": ["b"], "attempts": 2, "pending": False, "given_up": True})
+    assert old.refused == ("b",) and old.attempts == 2 and on_challenge(old, ("b",), ("a",)).given_up
 
 
 def test_scope_values_are_checked():
