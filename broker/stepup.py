@@ -88,10 +88,11 @@ class StepUp:
         )
 
 
-def check_scopes(value: object) -> tuple[str, ...] | None:
-    """The scopes of a report, or None when they are not a list of 1 to
-    `MAX_SCOPES` RFC 6749 scope tokens."""
-    if not isinstance(value, list) or not 0 < len(value) <= MAX_SCOPES:
+def check_scopes(value: object, max_count: int = MAX_SCOPES, *, allow_empty: bool = False) -> tuple[str, ...] | None:
+    """The scopes of a report (or of an adopted token, `broker.service.adoption`),
+    or None when they are not a list of 1 (0 with `allow_empty`) to `max_count`
+    RFC 6749 scope tokens of at most 128 characters."""
+    if not isinstance(value, list) or not (0 if allow_empty else 1) <= len(value) <= max_count:
         return None
     for scope in value:
         if not isinstance(scope, str) or not 0 < len(scope) <= 128 or not _SCOPE_CHARS.issuperset(scope):

@@ -204,5 +204,6 @@ def test_step_up_json_round_trip_and_the_earlier_form():
 
 def test_scope_values_are_checked():
     assert check_scopes(["a", "b", "a"]) == ("a", "b")
+    assert check_scopes([], allow_empty=True) == () and check_scopes(["a"] * 33, 64) == ("a",)  # adopted tokens
     for bad in ([], ["a b"], ['a"'], ["a\\"], [""], ["x" * 129], "a", [1], ["a"] * 33, ["é"]):
         assert check_scopes(bad) is None, bad

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["run"]
 
 PROG = "mcp-token-broker"
+#: Long enough for a person to answer an approval under the `ask` policy (the thin proxy waits as long).
 APPROVAL_WAIT = 120.0
 _SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-~")
 

@@ -29,6 +29,7 @@ import os
 import stat
 import sys
 
+from .fastpath import APPROVAL_WAIT
 from .socketdir import check_socket_dir
 from .socketpath import socket_location
 from .wire import MAX_ANSWER, _check_listener
@@ -37,8 +38,6 @@ __all__ = ["UPGRADE", "run"]
 
 #: The `Upgrade` token of a hosted proxy session.
 UPGRADE = "mcp-token-broker-proxy"
-#: Long enough for a person to answer an approval under the `ask` policy.
-APPROVAL_WAIT = 120.0
 #: `_hosted`'s answer when the broker went away mid-session (no exit status came).
 GONE = -1
 _SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-~")

@@ -17,6 +17,7 @@ from ..errors import UsageError
 from ..oauth.registration import ClientRegistration
 from ..oauth.tokens import TokenSet
 from ..secret import Secret
+from ..stepup import check_scopes
 
 __all__ = ["AUTH_METHODS", "adoption_body", "read_adoption"]
 
@@ -27,7 +28,6 @@ _MAX_TEXT = 2048
 _MAX_SCOPES = 64
 _MAX_TIME = 2**40  # Unix seconds; far beyond any real expiry
 _VISIBLE = frozenset(chr(c) for c in range(0x21, 0x7F))
-_SCOPE_CHARS = _VISIBLE - {'"', "\\"}  # RFC 6749 3.3 NQCHAR
 _TOKEN_KEYS = frozenset({"access_token", "token_type", "expires_at", "scope", "refresh_token", "obtained_at"})
 _REGISTRATION_KEYS = frozenset(
     {
@@ -100,12 +100,8 @@ def _tokens(value: object) -> TokenSet:
     token_type = doc.get("token_type")
     if not isinstance(token_type, str) or token_type.lower() != "bearer":
         raise _refuse("token_type", 'must be "Bearer"')
-    scope = doc.get("scope", [])
-    if (
-        not isinstance(scope, list)
-        or len(scope) > _MAX_SCOPES
-        or not all(isinstance(s, str) and 0 < len(s) <= 128 and _SCOPE_CHARS.issuperset(s) for s in scope)
-    ):
+    scope = check_scopes(doc.get("scope", []), _MAX_SCOPES, allow_empty=True)
+    if scope is None:
         raise _refuse("scope", f"must be a list of at most {_MAX_SCOPES} OAuth scope tokens (RFC 6749 3.3)")
     access = _secret(doc, "access_token", required=True)
     assert access is not None
@@ -115,7 +111,7 @@ def _tokens(value: object) -> TokenSet:
         access_token=access,
         token_type="Bearer",
         expires_at=_time(doc, "expires_at", required=False),
-        scope=tuple(scope),
+        scope=scope,
         refresh_token=_secret(doc, "refresh_token", required=False),
         obtained_at=obtained_at,
     )
