@@ -316,7 +316,8 @@ class ConnectionView(TypedDict):
     scopes: list[str]
     #: Unix time; None when the server gave no expiry or nothing is held.
     expires_at: int | None
-    #: A server asked for more scope: `{"scopes", "missing", "attempts", "pending", "given_up", "request"}`.
+    #: A server asked for more scope: `{"scopes", "missing", "attempts", "pending", "given_up", "tries",
+    #: "refused", "held", "request"}` (`broker.stepup.StepUp.to_json`, plus the scopes the next login asks for).
     step_up: dict[str, Any] | None
 
 
