@@ -417,19 +417,24 @@ def _over_ssh_without_display(environ: Any) -> bool:
     return bool(ssh) and not (environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY"))
 
 
-def _offers_device_login(service: Any, args: argparse.Namespace) -> bool:
-    """Whether the connection's authorization server advertised device login
-    when last discovered (`add` or the last `connect`)."""
+def _view(service: Any, args: argparse.Namespace, *, full: bool = False) -> dict[str, Any]:
+    """`args.name`'s view: from the running service, else from the files."""
     from ..client.api_client import quote
 
     if service is not None:
-        view = _call(service, "GET", f"/v1/connections/{quote(args.name)}?detail=full")
-    else:
-        engine = _engine(args)
-        try:
-            view = engine.show(args.name)
-        finally:
-            asyncio.run(engine.transport.aclose())
+        detail = "?detail=full" if full else ""
+        return dict(_call(service, "GET", f"/v1/connections/{quote(args.name)}{detail}"))
+    engine = _engine(args)
+    try:
+        return dict(engine.show(args.name))
+    finally:
+        asyncio.run(engine.transport.aclose())
+
+
+def _offers_device_login(service: Any, args: argparse.Namespace) -> bool:
+    """Whether the connection's authorization server advertised device login
+    when last discovered (`add` or the last `connect`)."""
+    view = _view(service, args, full=True)
     server = view.get("authorization_server") or {}
     return bool(server.get("device_authorization_endpoint"))
 
@@ -567,15 +572,7 @@ def _status_words(status: str) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from ..client.api_client import quote
-
-    service = _service()
-    if service is not None:
-        view = _call(service, "GET", f"/v1/connections/{quote(args.name)}?detail=full")
-    else:
-        engine = _engine(args)
-        view = engine.show(args.name)
-        asyncio.run(engine.transport.aclose())
+    view = _view(_service(), args, full=True)
     if args.json:
         print(json.dumps(view, indent=2))
         return 0
@@ -614,16 +611,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from ..client.api_client import quote
     from .snippets import snippet
 
-    service = _service()
-    if service is not None:
-        view = _call(service, "GET", f"/v1/connections/{quote(args.name)}")
-    else:
-        engine = _engine(args)
-        view = engine.show(args.name)
-        asyncio.run(engine.transport.aclose())
+    view = _view(_service(), args)
     print(snippet(args.client, view["name"], view["server_url"]))
     return 0
 
