@@ -317,7 +317,8 @@ class ConnectionView(TypedDict):
     #: Unix time; None when the server gave no expiry or nothing is held.
     expires_at: int | None
     #: A server asked for more scope: `{"scopes", "missing", "attempts", "pending", "given_up", "tries",
-    #: "refused", "held", "request"}` (`broker.stepup.StepUp.to_json`, plus the scopes the next login asks for).
+    #: "refused", "held", "before", "request"}` (`broker.stepup.StepUp.to_json`, plus the scopes the next
+    #: login asks for).
     step_up: dict[str, Any] | None
 
 
@@ -338,7 +339,7 @@ def _step_up_view(settings: ConnectionSettings) -> dict[str, Any] | None:
     step_up = settings.step_up
     if step_up is None or not (step_up.pending or step_up.given_up):
         return None
-    # `request`: what the next login asks for (settings.scopes holds the union).
+    # `request`: what the next login asks for (settings.scopes: the union while pending, `before` once given up).
     return {**step_up.to_json(), "request": list(settings.scopes)}
 
 

@@ -14,7 +14,11 @@ Pure rules, kept in the connection's settings (so a restart keeps them):
   (the server does not grant them; asking the user to log in once more, or
   alternating between two challenges, would loop);
 - a challenge for scopes the token already carried is held against the
-  server: the next login cannot prove it earned them, so it counts too.
+  server: the next login cannot prove it earned them, so it counts too;
+- a login the authorization server refused for its scope (`invalid_scope`)
+  earned nothing, so it counts as one that did not earn them;
+- once a step-up is given up, the next login asks for the scopes asked before
+  it began: a scope the server will not grant must not break every login.
 """
 
 from __future__ import annotations
@@ -22,7 +26,17 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-__all__ = ["MAX_ATTEMPTS", "MAX_SCOPES", "StepUp", "check_scopes", "after_login", "on_challenge", "union"]
+__all__ = [
+    "MAX_ATTEMPTS",
+    "MAX_SCOPES",
+    "StepUp",
+    "check_scopes",
+    "after_login",
+    "after_refused_login",
+    "next_request",
+    "on_challenge",
+    "union",
+]
 
 #: Logins for the same challenged set before the broker stops asking.
 MAX_ATTEMPTS = 2
@@ -47,6 +61,9 @@ class StepUp:
     refused: tuple[str, ...] = ()
     #: The token carried every challenged scope: a login cannot show it earned them.
     held: bool = False
+    #: The connection's scopes before the step-up widened them (restored when it is
+    #: given up); None in files written before they were kept.
+    before: tuple[str, ...] | None = None
 
     @property
     def attempts(self) -> int:
@@ -64,6 +81,7 @@ class StepUp:
             "tries": dict(self.tries),
             "refused": list(self.refused),
             "held": self.held,
+            "before": list(self.before) if self.before is not None else None,
         }
 
     @classmethod
@@ -77,6 +95,7 @@ class StepUp:
             attempts = int(data.get("attempts") or 0)
             counts = tuple((s, attempts) for s in missing) if attempts else ()
         refused = data.get("refused")
+        before = data.get("before")
         return cls(
             scopes=tuple(str(s) for s in data.get("scopes") or ()),
             missing=missing,
@@ -85,6 +104,7 @@ class StepUp:
             tries=counts,
             refused=tuple(str(s) for s in refused) if isinstance(refused, list) else (missing if given_up else ()),
             held=bool(data.get("held", False)),
+            before=tuple(str(s) for s in before) if isinstance(before, list) else None,
         )
 
 
@@ -104,13 +124,18 @@ def union(first: tuple[str, ...], second: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys((*first, *second)))
 
 
-def on_challenge(current: StepUp | None, challenged: tuple[str, ...], granted: tuple[str, ...]) -> StepUp:
-    """The step-up after the server challenged for `challenged` a token that carried `granted`."""
+def on_challenge(
+    current: StepUp | None, challenged: tuple[str, ...], granted: tuple[str, ...], *, asked: tuple[str, ...] = ()
+) -> StepUp:
+    """The step-up after the server challenged for `challenged` a token that
+    carried `granted`, while the connection's settings asked for `asked`."""
     lacking = tuple(s for s in challenged if s not in granted)
     missing = lacking or challenged
     tries = current.tries if current is not None else ()
     refused = current.refused if current is not None else ()
     given_up = set(missing) <= set(refused)
+    # A step-up still under way widened `asked` already: keep what came before it.
+    before = current.before if current is not None and not current.given_up else asked
     return StepUp(
         scopes=challenged,
         missing=missing,
@@ -119,6 +144,7 @@ def on_challenge(current: StepUp | None, challenged: tuple[str, ...], granted: t
         tries=tries,
         refused=refused,
         held=not lacking,
+        before=before,
     )
 
 
@@ -143,3 +169,21 @@ def after_login(current: StepUp | None, granted: tuple[str, ...]) -> StepUp | No
         given_up=given_up,
         pending=not (given_up or current.held),
     )
+
+
+def after_refused_login(current: StepUp | None) -> StepUp | None:
+    """The step-up after a login the authorization server refused for its
+    scope (`invalid_scope`): it earned nothing, so it counts like a login
+    whose token carried none of the missing scopes."""
+    return after_login(current, ())
+
+
+def next_request(step: StepUp | None, scopes: tuple[str, ...]) -> tuple[str, ...]:
+    """The scopes the next login asks for, the connection's being `scopes`:
+    those asked before the step-up once it is given up (a file without them:
+    `scopes` less the refused ones), else `scopes` unchanged."""
+    if step is None or not step.given_up:
+        return scopes
+    if step.before is not None:
+        return step.before
+    return tuple(s for s in scopes if s not in step.refused)

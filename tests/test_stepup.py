@@ -11,13 +11,22 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import pytest
 
 from broker.client.api_client import BrokerClient
-from broker.stepup import MAX_ATTEMPTS, StepUp, after_login, check_scopes, on_challenge
+from broker.stepup import (
+    MAX_ATTEMPTS,
+    StepUp,
+    after_login,
+    after_refused_login,
+    check_scopes,
+    next_request,
+    on_challenge,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,7 +42,7 @@ def _connected(cli, mcp_url: str, name: str) -> None:
 def _authorize_scopes(cli) -> list[set[str]]:
     """The `scope` of every authorization URL the test browser opened, in order."""
     found = []
-    for url in re.findall(r"https?://\S+/auth\?\S+", cli.browser_log.read_text()):
+    for url in re.findall(r"https?://\S+/auth(?:orize)?\?\S+", cli.browser_log.read_text()):
         scope = parse_qs(urlsplit(url).query).get("scope")
         if scope:
             found.append(set(scope[0].split()))
@@ -141,6 +150,90 @@ def test_report_refuses_a_token_it_did_not_issue_and_bad_scopes(cli, stack, serv
     assert caught.value.code == "bad_request"
 
 
+# -- an authorization server that refuses the challenged scope ------------------------
+
+
+@pytest.fixture(scope="module")
+def sdk_as():
+    """The MCP SDK's AS handlers: a client may only ask for the scopes it registered,
+    from those the server lists, so `mcp:write` is refused at the authorize step."""
+    from .servers.fixtures import SdkAsServer
+
+    with SdkAsServer() as server:
+        yield server
+
+
+def _settings(name: str):
+    from broker.storage.keystore import KeyringKeyStore
+    from broker.storage.paths import Paths
+    from broker.storage.store import Store
+
+    return Store(Paths.default(), KeyringKeyStore).load_settings()[name]
+
+
+def test_a_step_up_the_server_refuses_at_login_is_given_up_and_the_earlier_scopes_log_in(cli, sdk_as, service):
+    _connected(cli, sdk_as.url, "sdk")
+    before = _settings("sdk").scopes
+    first = _authorize_scopes(cli)[-1]
+    assert "mcp:write" not in first
+    client = BrokerClient(str(service.socket_path))
+    answer = client.report_insufficient_scope("sdk", client.token("sdk")["access_token"], ["mcp:read", "mcp:write"])
+    assert answer["pending"] is True and answer["missing"] == ["mcp:write"], answer
+
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        refused = cli("connect", "sdk")
+        assert refused.returncode != 0, refused.stderr
+        assert "invalid_scope" in refused.stderr and "mcp:write" in refused.stderr, refused.stderr
+        assert "mcp:write" in _authorize_scopes(cli)[-1]
+        assert attempt == MAX_ATTEMPTS or "it stops asking" in refused.stderr, refused.stderr
+        step_up = client.connection("sdk")["step_up"]
+        assert step_up["tries"] == {"mcp:write": attempt}, step_up
+    assert step_up["given_up"] is True and step_up["pending"] is False and step_up["refused"] == ["mcp:write"]
+    assert _settings("sdk").scopes == before, _settings("sdk").scopes
+    assert "no longer asks for mcp:write" in refused.stderr, refused.stderr
+    assert "not granted by the server (mcp:write)" in cli("show", "sdk").stdout
+
+    again = cli("connect", "sdk")
+    assert again.returncode == 0, again.stderr
+    assert _authorize_scopes(cli)[-1] == first  # what worked before the step-up
+    assert client.connection("sdk")["status"] == "connected"
+
+
+def test_logins_that_succeed_without_the_scope_give_up_back_to_the_earlier_scopes(cli, stack, service):
+    _, mcp = stack
+    _connected(cli, mcp.url, "og")
+    before, first = _settings("og").scopes, _authorize_scopes(cli)[-1]
+    client = BrokerClient(str(service.socket_path))
+    answer = client.report_insufficient_scope("og", client.token("og")["access_token"], ["mcp:unknown"])
+    assert answer["pending"] is True, answer
+    for _ in range(MAX_ATTEMPTS):
+        r = cli("connect", "og")
+        assert r.returncode == 0, r.stderr  # oidc-provider drops a scope it does not know
+        assert "mcp:unknown" in _authorize_scopes(cli)[-1]
+    assert client.connection("og")["step_up"]["given_up"] is True
+    assert _settings("og").scopes == before, _settings("og").scopes
+    assert cli("connect", "og").returncode == 0
+    assert _authorize_scopes(cli)[-1] == first
+
+
+def test_a_login_the_user_cancels_is_not_counted_against_the_step_up(cli, stack):
+    from .conftest import start_service
+
+    _, mcp = stack
+    _connected(cli, mcp.url, "cancel")
+    running = start_service(cli, env={"BROWSER_MODE": "deny"})  # its logins open the browser
+    try:
+        client = BrokerClient(str(running.socket_path))
+        client.report_insufficient_scope("cancel", client.token("cancel")["access_token"], ["mcp:admin"])
+        for _ in range(MAX_ATTEMPTS):
+            r = cli("connect", "cancel")
+            assert r.returncode != 0 and "access_denied" in r.stderr, r.stderr
+        step_up = client.connection("cancel")["step_up"]
+        assert step_up["pending"] is True and step_up["tries"] == {}, step_up  # only invalid_scope counts
+    finally:
+        assert running.stop() == 0
+
+
 # -- the retry limit, as rules --------------------------------------------------------
 
 
@@ -196,10 +289,50 @@ def test_a_challenge_for_scopes_the_token_carried_is_asked_for_a_bounded_number_
 
 
 def test_step_up_json_round_trip_and_the_earlier_form():
-    step = after_login(on_challenge(None, ("a", "b"), ("a",)), ("a",))
-    assert step is not None and StepUp.from_json(step.to_json()) == step
+    step = after_login(on_challenge(None, ("a", "b"), ("a",), asked=("a",)), ("a",))
+    assert step is not None and StepUp.from_json(step.to_json()) == step and step.before == ("a",)
+    unknown = replace(step, before=None)
+    assert StepUp.from_json(unknown.to_json()) == unknown
     old = StepUp.from_json({"scopes": ["a", "b"], "missing": ["b"], "attempts": 2, "pending": False, "given_up": True})
     assert old.refused == ("b",) and old.attempts == 2 and on_challenge(old, ("b",), ("a",)).given_up
+
+
+def test_a_login_the_server_refused_for_its_scope_counts_and_gives_up_back_to_the_earlier_scopes():
+    before = ("mcp:read",)
+    step: StepUp | None = on_challenge(None, ("mcp:read", "mcp:write"), ("mcp:read",), asked=before)
+    assert step is not None and step.before == before
+    for attempt in range(1, MAX_ATTEMPTS):
+        step = after_refused_login(step)  # the server answered invalid_scope: no token at all
+        assert step is not None and step.attempts == attempt and step.pending
+        assert next_request(step, ("mcp:read", "mcp:write")) == ("mcp:read", "mcp:write")  # still asked for
+    step = after_refused_login(step)
+    assert step is not None and step.given_up and not step.pending and step.refused == ("mcp:write",)
+    assert next_request(step, ("mcp:read", "mcp:write")) == before  # what worked before the step-up
+    assert after_refused_login(step) == step  # nothing pending: nothing more to count
+
+
+def test_a_given_up_step_up_asks_for_the_earlier_scopes_however_it_ended():
+    # Logins that succeed without the scope give up as refused logins do; so does a
+    # challenge naming only refused scopes, whatever the step-up before it asked for.
+    step = on_challenge(None, ("mcp:admin",), ("mcp:read",), asked=())
+    for _ in range(MAX_ATTEMPTS):
+        step = after_login(step, ("mcp:read",))
+    assert step is not None and step.given_up and next_request(step, ("mcp:read", "mcp:admin")) == ()
+    widened = on_challenge(step, ("mcp:x",), ("mcp:read",), asked=())
+    assert widened.pending and widened.before == ()
+    again = on_challenge(widened, ("mcp:admin",), ("mcp:read",), asked=("mcp:read", "mcp:x"))
+    assert again.given_up and again.before == () and next_request(again, ("mcp:read", "mcp:x")) == ()
+    # A step-up in progress keeps what was asked before it began.
+    assert on_challenge(widened, ("mcp:y",), ("mcp:read",), asked=("mcp:read", "mcp:x")).before == ()
+    assert next_request(None, ("a",)) == ("a",) and next_request(widened, ("a", "mcp:x")) == ("a", "mcp:x")
+
+
+def test_a_step_up_recorded_without_the_earlier_scopes_drops_the_refused_ones_when_given_up():
+    old = StepUp.from_json({"scopes": ["mcp:write"], "missing": ["mcp:write"], "attempts": 1, "pending": True})
+    assert old.before is None
+    step = after_refused_login(old)
+    assert step is not None and step.given_up
+    assert next_request(step, ("mcp:read", "mcp:write")) == ("mcp:read",)
 
 
 def test_scope_values_are_checked():

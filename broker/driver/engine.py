@@ -33,6 +33,7 @@ from ..errors import (
     ConnectionExists,
     FlowTimeout,
     ImportRefused,
+    OAuthError,
     UnknownConnection,
     UsageError,
 )
@@ -67,7 +68,7 @@ from ..oauth.tokens import TokenSet, parse_token_response, refresh_request
 from ..oauth.urls import canonical_server_url
 from ..secret import Secret
 from ..service.adoption import adoption_body, read_adoption
-from ..stepup import after_login
+from ..stepup import MAX_ATTEMPTS, after_login, after_refused_login, next_request
 from ..storage.atomic import off_loop
 from ..storage.store import Store, Transaction
 from ..storage.views import connection_rows, detail_view
@@ -387,16 +388,24 @@ class Engine:
         )
         check_client_issuer(settings, state, discovered)
         keep = functools.partial(self._save_registration, name)
-        if mode == "device":
-            registration, tokens = await self._device_login(settings, state, discovered, emit, keep)
-        else:
-            registration, tokens = await self._browser_login(settings, state, discovered, mode, emit, read_pasted_url)
+        try:
+            if mode == "device":
+                registration, tokens = await self._device_login(settings, state, discovered, emit, keep)
+            else:
+                registration, tokens = await self._browser_login(
+                    settings, state, discovered, mode, emit, read_pasted_url
+                )
+        except OAuthError as exc:
+            if exc.error == "invalid_scope":  # at the callback, the token or the device endpoint
+                await self._count_refused_login(name, exc)
+            raise
 
         def store(txn: Transaction) -> None:
             current, st = txn.get(name)
             # A step-up counts this login as an attempt, done once the token carries its scopes.
             step_up = after_login(current.step_up, tokens.scope)
-            txn.settings[name] = replace(current, discovered=discovered, step_up=step_up)
+            scopes = next_request(step_up, current.scopes)
+            txn.settings[name] = replace(current, discovered=discovered, step_up=step_up, scopes=scopes)
             txn.states[name] = replace(
                 st,
                 registration=registration,
@@ -412,6 +421,32 @@ class Engine:
         await self.store.update(store)
         emit(FlowEvent("done", f"connected {name}"))
         return await off_loop(self.show, name)
+
+    async def _count_refused_login(self, name: str, exc: OAuthError) -> None:
+        """A login the authorization server refused for its scope counts
+        against a pending step-up (else it would ask for that scope forever);
+        once given up, the connection asks for its earlier scopes again. The
+        error then says so."""
+
+        def count(txn: Transaction) -> str | None:
+            current, _ = txn.get(name)
+            step = current.step_up
+            if step is None or not step.pending:
+                return None
+            after = after_refused_login(step)
+            txn.settings[name] = replace(current, step_up=after, scopes=next_request(after, current.scopes))
+            missing = " ".join(step.missing)
+            if after is not None and after.given_up:
+                return (
+                    f"{name} no longer asks for {missing} (refused in {after.attempts} logins); "
+                    "connect again to log in with the scopes it asked for before"
+                )
+            left = MAX_ATTEMPTS - (after.attempts if after is not None else 0)
+            return f"{name} asked for {missing} (a step-up); after {left} more refused login(s) it stops asking"
+
+        note = await self.store.update(count, secrets=False)
+        if note is not None:
+            exc.args = (f"{exc}; {note}",)  # what the CLI and the app show
 
     async def _device_login(
         self,

@@ -71,7 +71,7 @@ from ..errors import (
 from ..model import ConnectionSettings, ConnectionState, ConnectionView, check_binding, orphan_view, public_view
 from ..oauth.tokens import TokenSet
 from ..secret import Secret
-from ..stepup import MAX_SCOPES, StepUp, check_scopes, on_challenge, union
+from ..stepup import MAX_SCOPES, StepUp, check_scopes, next_request, on_challenge, union
 from ..storage.atomic import file_lock, off_loop
 from ..storage.config import Config, save_config
 from ..storage.paths import Paths
@@ -871,9 +871,10 @@ class BrokerService:
             settings = txn.settings.get(name)
             if settings is None:
                 return None
-            step = on_challenge(settings.step_up, challenged, tokens.scope)
+            step = on_challenge(settings.step_up, challenged, tokens.scope, asked=settings.scopes)
             base = settings.scopes or asked or (settings.discovered.scopes if settings.discovered else ())
-            request = settings.scopes if step.given_up else union(base, challenged)
+            # Given up: back to the scopes asked before the step-up (a refused scope breaks every login).
+            request = next_request(step, settings.scopes) if step.given_up else union(base, challenged)
             new = txn.settings[name] = replace(settings, step_up=step, scopes=request)
             return settings.step_up, step, new
 
