@@ -19,6 +19,7 @@ status (one line) before its socket closes.
 from __future__ import annotations
 
 import array
+import asyncio
 import contextlib
 import fcntl
 import hashlib
@@ -82,48 +83,51 @@ def close_all(fds: list[int]) -> None:
 
 
 class _Lines:
-    """The client's lines from a pipe, without a thread (stdio_server's `stdin`).
-    A bytearray searched from where the last search stopped: a long line costs
-    one pass, not one pass per read."""
+    """The client's lines from a pipe (stdio_server's `stdin`): asyncio's read
+    pipe transport and `StreamReader`, so the descriptor stays registered with
+    the event loop for the whole session (one wake-up and one read per
+    message, not a register/unregister per read) and a long line is searched
+    once, up to `MAX_LINE`. The transport reads a duplicate of `fd`: the
+    session closes its own descriptors."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
-        self._buf = bytearray()
-        self._scanned = 0  # the first bytes of _buf that hold no newline
-        self._eof = False
+        self._reader: asyncio.StreamReader | None = None
+        self._transport: asyncio.BaseTransport | None = None
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self
 
-    async def __anext__(self) -> str:
-        import anyio
+    async def _open(self) -> asyncio.StreamReader:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=MAX_LINE, loop=loop)
+        pipe = os.fdopen(os.dup(self._fd), "rb", buffering=0)  # closed by the transport
+        try:
+            self._transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+        except BaseException:
+            pipe.close()
+            raise
+        self._reader = reader
+        return reader
 
-        while True:
-            end = self._buf.find(b"\n", self._scanned)
-            if end >= 0:
-                line = self._buf[: end + 1].decode("utf-8", "replace")
-                del self._buf[: end + 1]
-                self._scanned = 0
-                return line
-            self._scanned = len(self._buf)
-            if self._eof:
-                if not self._buf:
-                    raise StopAsyncIteration
-                line = self._buf.decode("utf-8", "replace")
-                self._buf.clear()
-                self._scanned = 0
-                return line
-            if len(self._buf) > MAX_LINE:
-                raise OSError("a line from the client is too long")
-            await anyio.wait_readable(self._fd)
-            try:
-                chunk = os.read(self._fd, 65536)
-            except BlockingIOError:
-                continue
-            if chunk:
-                self._buf += chunk
-            else:
-                self._eof = True
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    async def __anext__(self) -> str:
+        reader = self._reader or await self._open()
+        try:
+            line = await reader.readuntil(b"\n")
+        except asyncio.IncompleteReadError as exc:  # the client closed its stdin
+            self.close()
+            if not exc.partial:
+                raise StopAsyncIteration from None
+            return exc.partial.decode("utf-8", "replace")
+        except asyncio.LimitOverrunError:
+            self.close()
+            raise OSError("a line from the client is too long") from None
+        return line.decode("utf-8", "replace")
 
 
 class _Output:
@@ -354,7 +358,11 @@ class ProxySessions:
                 tg.cancel_scope.cancel()
 
             tg.start_soon(watch)
-            await run_proxy(name, server_url, stdio=(_Lines(stdin), _Output(stdout)), auth=auth, report=report)
+            lines = _Lines(stdin)
+            try:
+                await run_proxy(name, server_url, stdio=(lines, _Output(stdout)), auth=auth, report=report)
+            finally:
+                lines.close()
             tg.cancel_scope.cancel()
         if ended_by_client:
             log.info("the proxy for %s went away; its session ended", name)
