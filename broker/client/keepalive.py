@@ -8,49 +8,89 @@ to its end, so it closes it, and the next call opens a new TCP connection
 (and resolves the host again, on a worker thread). Behind a client that
 calls tool after tool, that was one connection per call.
 
-`keep_alive(response)` makes closing such a response read what is left of it
-first, briefly and boundedly (a server that keeps the stream open is closed
-as before), so the connection goes back to the pool.
+`Drains.keep_alive(response)` makes closing such a response read what is
+left of it, briefly and boundedly (a server that keeps the stream open is
+closed as before), so the connection goes back to the pool. That read runs
+in a task of its own, after the response's message went on: the transport
+closes the response right after handing the message over, and reading the
+stream's end there came before the message reached the client (one more
+network read, h11 and pool bookkeeping on every call's path). The next call
+comes after the client has read the answer, by when the end has been read.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
 import anyio
 import httpx2
 
-__all__ = ["DRAIN_BYTES", "DRAIN_SECONDS", "keep_alive"]
+__all__ = ["DRAIN_BYTES", "DRAIN_SECONDS", "Drains"]
 
 #: At most this long, and this much, is read from a stream being closed.
 DRAIN_SECONDS = 0.5
 DRAIN_BYTES = 64 * 1024
 
 
+async def _drain(stream: httpx2.AsyncByteStream, chunks: AsyncIterator[bytes]) -> None:
+    """Read `chunks`, the stream's one iteration, to its end (bounded); then close."""
+    try:
+        with anyio.move_on_after(DRAIN_SECONDS), contextlib.suppress(httpx2.HTTPError, httpx2.StreamError, OSError):
+            read = 0
+            async for chunk in chunks:
+                read += len(chunk)
+                if read > DRAIN_BYTES:
+                    break
+    finally:
+        await stream.aclose()
+
+
 class _DrainOnClose(httpx2.AsyncByteStream):
-    def __init__(self, stream: httpx2.AsyncByteStream) -> None:
+    """Holds the stream's iteration: the reader that stopped at the message
+    drops its own, and an async generator dropped unfinished is closed by the
+    event loop, which would close the connection under the drain."""
+
+    def __init__(self, stream: httpx2.AsyncByteStream, drains: Drains) -> None:
         self._stream = stream
+        self._drains = drains
+        self._chunks: AsyncIterator[bytes] | None = None
+        self._closed = False
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._stream.__aiter__()
+        if self._chunks is None:
+            self._chunks = self._stream.__aiter__()
+        return self._chunks
 
     async def aclose(self) -> None:
-        try:
-            with anyio.move_on_after(DRAIN_SECONDS), contextlib.suppress(httpx2.HTTPError, httpx2.StreamError, OSError):
-                read = 0
-                async for chunk in self._stream:
-                    read += len(chunk)
-                    if read > DRAIN_BYTES:
-                        break
-        finally:
-            await self._stream.aclose()
+        if not self._closed:
+            self._closed = True
+            self._drains.start(self._stream, self.__aiter__())
 
 
-def keep_alive(response: httpx2.Response) -> None:
-    """Closing this SSE response reads its end first, so its connection is reused."""
-    stream = response.stream
-    if isinstance(stream, httpx2.AsyncByteStream) and (
-        response.headers.get("content-type", "").lower().startswith("text/event-stream")
-    ):
-        response.stream = _DrainOnClose(stream)
+class Drains:
+    """The ends of answered SSE streams being read, one task each; `aclose`
+    (the HTTP client's) cancels what is left, which closes those streams."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def keep_alive(self, response: httpx2.Response) -> None:
+        """Closing this SSE response reads its end (in a task), so its connection is reused."""
+        stream = response.stream
+        if isinstance(stream, httpx2.AsyncByteStream) and (
+            response.headers.get("content-type", "").lower().startswith("text/event-stream")
+        ):
+            response.stream = _DrainOnClose(stream, self)
+
+    def start(self, stream: httpx2.AsyncByteStream, chunks: AsyncIterator[bytes]) -> None:
+        task = asyncio.get_running_loop().create_task(_drain(stream, chunks))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def aclose(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -30,7 +30,7 @@ import mcp_types
 from mcp.shared.message import SessionMessage
 
 from ..errors import BrokerError, ServiceUnavailable
-from .keepalive import keep_alive
+from .keepalive import Drains
 
 __all__ = ["NOT_RUNNING", "GuardedClient", "Reporter", "describe", "error_answer", "invalid_input_answer"]
 
@@ -113,6 +113,11 @@ class GuardedClient(httpx2.AsyncClient):
         super().__init__(**kwargs)
         self._connection = connection
         self._reporter = reporter
+        self._drains = Drains()
+
+    async def aclose(self) -> None:
+        await self._drains.aclose()  # before the pool: each closes its stream
+        await super().aclose()
 
     async def send(self, request: httpx2.Request, **kwargs: Any) -> httpx2.Response:
         try:
@@ -135,7 +140,7 @@ class GuardedClient(httpx2.AsyncClient):
             return self._failed(request, f"the MCP server at {_where(request)} {words} (HTTP {status})")
         if request.method == "POST" and status < 400:
             self._reporter.succeeded()
-            keep_alive(response)  # one TCP connection for call after call (broker.client.keepalive)
+            self._drains.keep_alive(response)  # one TCP connection for call after call (broker.client.keepalive)
         return response
 
     def _failed(self, request: httpx2.Request, text: str) -> httpx2.Response:
