@@ -70,9 +70,9 @@ class ServiceRunner:
         return self._stopped
 
     def _run(self) -> None:
-        import asyncio  # on the worker thread: the window need not wait for it
+        from broker.service import eventloop  # on the worker thread: the window need not wait for it
 
-        asyncio.run(self._main())
+        eventloop.run(self._main())
 
     async def _main(self) -> None:
         import asyncio

@@ -679,6 +679,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from ..client.socketdir import prepare_socket_dir
     from ..compose import build_service, resolve
+    from ..service import eventloop
     from ..service.hardening import harden_process
 
     harden_process()
@@ -689,7 +690,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     def started() -> None:
         _err(f"serving on {service.api.socket_path} (client policy: {setup.policy}); Ctrl-C stops")
 
-    asyncio.run(service.run(on_started=started))
+    eventloop.run(service.run(on_started=started))
     _err("stopped")
     return 0
 

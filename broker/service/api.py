@@ -420,8 +420,7 @@ class ApiServer:
             await self._send_error(conn, writer, 400, "bad_request", f"send Upgrade: {takeover.upgrade}")
             return
         # Before the 101 goes out: what the client sends next (descriptors) is not for the stream reader.
-        transport = writer.transport
-        assert isinstance(transport, asyncio.ReadTransport)
+        transport: Any = writer.transport  # asyncio's or uvloop's (not registered as a ReadTransport)
         transport.pause_reading()
         headers = [("Upgrade", takeover.upgrade), ("Connection", "Upgrade")]
         writer.write(conn.send(h11.InformationalResponse(status_code=101, headers=headers)))

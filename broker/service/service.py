@@ -79,6 +79,7 @@ from ..storage.store import Store
 from .adoption import read_adoption
 from .api import ApiRequest, ApiServer, Takeover
 from .audit import AuditLog
+from .eventloop import loop_name
 from .events import (
     AccessDenied,
     ApprovalClosed,
@@ -1131,6 +1132,10 @@ class BrokerService:
         self.events.emit(ShowRequested())
 
     def health(self) -> dict[str, Any]:
+        try:
+            event_loop: str | None = loop_name(asyncio.get_running_loop())
+        except RuntimeError:  # asked from outside the loop (a test)
+            event_loop = None
         return {
             "status": "ok",
             "version": __version__,
@@ -1140,6 +1145,7 @@ class BrokerService:
             "proxy_sessions": self.proxy_sessions.count,
             "proxy_ready": self.proxy_sessions.ready,
             "ui": self.ui,
+            "event_loop": event_loop,
         }
 
     # -- the desktop app's facade ----------------------------------------------
