@@ -108,6 +108,19 @@ def _rss_kib(pid: int) -> int:
     return total
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of the process tree (its live members)."""
+    ticks = 0
+    for p in _tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def _cmdline(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -267,7 +280,12 @@ async def calls_round(
                 raise BenchError(f"{which}: expected one new child process, found {new}")
             pids[which] = new[0]
         paths = ["direct", *order]
+        # CPU per call: ours is the broker (which hosts the session) plus the thin proxy; theirs is node.
+        cpu_of = {"ours": [stack.serve.pid, pids["ours"]], "mcp-remote": [pids["mcp-remote"]]}
+        cpu0: dict[str, float] = {}
         for i in range(warmup + calls):
+            if i == warmup:
+                cpu0 = {w: sum(_cpu_seconds(p) for p in ps) for w, ps in cpu_of.items()}
             for which in paths:
                 t0 = time.perf_counter()
                 result = await clients[which].call_tool("echo", {"text": f"call {i}"})
@@ -278,12 +296,13 @@ async def calls_round(
                     lat[which].append(elapsed)
             # rotate who goes first, so no path always follows another
             paths.append(paths.pop(0))
+        cpu = {w: (sum(_cpu_seconds(p) for p in ps) - cpu0[w]) / calls * 1e6 for w, ps in cpu_of.items()}
         rss = {which: _rss_kib(pid) for which, pid in pids.items()}
         # Ours runs in the broker: its growth over this session counts too.
         thin, growth = rss["ours"], _rss_kib(stack.serve.pid) - broker_before
         rss["ours"] = thin + growth
         cmd = {which: _cmdline(pid)[:60] for which, pid in pids.items()}
-    return {"lat": lat, "rss": rss, "cmd": cmd, "thin": thin, "growth": growth}
+    return {"lat": lat, "rss": rss, "cmd": cmd, "thin": thin, "growth": growth, "cpu": cpu}
 
 
 # -- the run --------------------------------------------------------------------
@@ -328,7 +347,8 @@ def run(args: argparse.Namespace) -> int:
         remote_version = json.loads((PEERS / "node_modules" / "mcp-remote" / "package.json").read_text())["version"]
         node_version = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
         print(f"server:     {stack.url} (tests/servers/mcp_server.py)")
-        print(f"ours:       {stack.exe} proxy {CONNECTION}  (python {sys.version.split()[0]})")
+        loop = stack.client.health().get("event_loop", "?")
+        print(f"ours:       {stack.exe} proxy {CONNECTION}  (python {sys.version.split()[0]}, broker on {loop})")
         print(f"mcp-remote: {remote_version} on node {node_version}")
         print(f"rounds: {rounds}; per round {starts} start-ups each and {calls} calls each; pinned: {args.pin}")
         assert stack.serve is not None
@@ -361,6 +381,7 @@ def run(args: argparse.Namespace) -> int:
                 "rss": {w: res["rss"][w] / 1024 for w in ("ours", "mcp-remote")},
                 "thin": res["thin"] / 1024,
                 "growth": res["growth"] / 1024,
+                "cpu": res["cpu"],
             }
             per_round.append(row)
             if args.verbose:
@@ -372,7 +393,8 @@ def run(args: argparse.Namespace) -> int:
                 f" call direct {med['direct']:.2f}, ours +{row['extra']['ours']:.2f},"
                 f" mcp-remote +{row['extra']['mcp-remote']:.2f} ms;"
                 f" RSS {row['rss']['ours']:.1f} (proxy {row['thin']:.1f} + broker {row['growth']:+.1f})"
-                f" | {row['rss']['mcp-remote']:.1f} MiB",
+                f" | {row['rss']['mcp-remote']:.1f} MiB;"
+                f" CPU/call {row['cpu']['ours']:.0f} | {row['cpu']['mcp-remote']:.0f} us",
                 flush=True,
             )
         print()
@@ -392,6 +414,13 @@ def run(args: argparse.Namespace) -> int:
                 f"{label:<32}{f'{mo:.2f} {unit} ({_spread(ours)})':>20}{f'{mt:.2f} {unit} ({_spread(theirs)})':>20}"
                 f"{mo / mt if mt else float('nan'):>12.2f}x  {'PASS' if ok else 'MISS'}"
             )
+        ours_cpu = [row["cpu"]["ours"] for row in per_round]
+        their_cpu = [row["cpu"]["mcp-remote"] for row in per_round]
+        mo, mt = statistics.median(ours_cpu), statistics.median(their_cpu)
+        print(
+            f"{'CPU per call (not a target)':<32}{f'{mo:.0f} us ({min(ours_cpu):.0f}-{max(ours_cpu):.0f})':>20}"
+            f"{f'{mt:.0f} us ({min(their_cpu):.0f}-{max(their_cpu):.0f})':>20}{mo / mt if mt else float('nan'):>12.2f}x"
+        )
         direct = [row["call"]["direct"] for row in per_round]
         print(f"{'direct tools/call (SDK client)':<32}{f'{statistics.median(direct):.2f} ms ({_spread(direct)})':>20}")
         print(f"target (ours <= mcp-remote on all three): {'PASS' if all(verdicts) else 'MISS'}")
