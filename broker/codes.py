@@ -26,6 +26,7 @@ EXITS: dict[int, str] = {
     7: "access denied to this client",
     8: "the connection needs `connect` again",
     9: "nobody answered the approval request in time",
+    10: "the broker hosts as many proxy sessions as it may",
 }
 
 #: code: (HTTP status, exit status, meaning). HTTP status 0: the service never
@@ -46,6 +47,7 @@ CODES: dict[str, tuple[int, int, str]] = {
     "cancelled": (0, 4, "the login was cancelled"),
     "remote_error": (502, 5, "the MCP or authorization server misbehaved or said no"),
     "refresh_failed": (503, 5, "the refresh failed and the current token is too close to expiry"),
+    "too_many_sessions": (503, 10, "the broker already runs as many proxy sessions as it may"),
     "no_service": (0, 6, "no broker service answers on the socket"),
     "already_running": (0, 6, "a broker service already serves the socket"),
     "not_found": (404, 1, "no such endpoint"),

@@ -174,10 +174,12 @@ def build_service(
     setup: Setup,
     *,
     approval_timeout: float = 60.0,
+    max_proxy_sessions: int | None = None,
     ui: bool = False,
     engine: Engine | None = None,
 ) -> BrokerService:
-    """The service with the setup's policy, refresh margin and socket path."""
+    """The service with the setup's policy, refresh margin and socket path
+    (`max_proxy_sessions` None: `proxy_session.MAX_SESSIONS`)."""
     from .service.service import BrokerService
 
     engine = engine or build_engine(setup)
@@ -188,6 +190,7 @@ def build_service(
         socket_path=setup.socket_path,
         policy=setup.policy,
         approval_timeout=approval_timeout,
+        max_proxy_sessions=max_proxy_sessions,
         min_margin=setup.refresh_margin,
         ui=ui,
     )

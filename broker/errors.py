@@ -59,6 +59,7 @@ answers with and to the exit status (`exit_code`) the CLI ends with.
     │       ├── InvalidGrant
     │       └── InvalidClient
     ├── AlreadyRunning              already_running         another service holds the socket
+    ├── TooManySessions             too_many_sessions       the broker hosts as many proxy sessions as it may
     ├── ApiError                    (its own code)          a socket API request for nothing there:
     │                                                       not_found, method_not_allowed, unknown_flow,
     │                                                       unknown_grant, unknown_approval, no_ui
@@ -128,6 +129,7 @@ __all__ = [
     "SocketPathTooLong",
     "StateMismatch",
     "StorageError",
+    "TooManySessions",
     "UnknownConnection",
     "UnsafeEndpoint",
     "UnsafeSocketDir",
@@ -442,6 +444,17 @@ class AlreadyRunning(BrokerError):
     """Another broker service already serves (or holds the lock of) the socket."""
 
     code = "already_running"
+
+
+class TooManySessions(BrokerError):
+    """A proxy session past `serve --max-proxy-sessions`: refused before its 101."""
+
+    code = "too_many_sessions"
+
+    def __init__(self, limit: int) -> None:
+        sessions = "session" if limit == 1 else "sessions"
+        super().__init__(f"the broker already runs {limit} proxy {sessions}, its limit; close some MCP clients")
+        self.limit = limit
 
 
 class ApiError(BrokerError):

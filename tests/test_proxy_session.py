@@ -108,8 +108,9 @@ def test_a_line_over_the_cap_ends_the_session_with_one_warning_and_no_traceback(
     ours.setblocking(False)
     caplog.set_level(logging.INFO, logger="broker.service.proxy_session")
     try:
-        anyio.run(sessions.run, "demo", "http://127.0.0.1:9/mcp", me, ours)
+        anyio.run(sessions.run, "demo", "http://127.0.0.1:9/mcp", me, ours, sessions.reserve())
         assert theirs.recv(16) == b"1\n"  # the exit status the thin client is told
+        assert sessions.count == 0  # its place given back
     finally:
         writer.join(10)
         for fd in (stdout_read, stderr_read):

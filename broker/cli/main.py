@@ -162,6 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
         "client_policy, else allow)",
     )
     p.add_argument("--approval-timeout", type=float, default=60.0, metavar="SECONDS", help="how long `ask` waits (60)")
+    p.add_argument(
+        "--max-proxy-sessions",
+        type=_at_least_one,
+        metavar="N",
+        # proxy_session.MAX_SESSIONS, not imported: it loads httpx (tests/test_proxy_cap.py checks the number)
+        help="host at most N `proxy` sessions at once; another is refused with an error (128)",
+    )
 
     p = _command(sub, "audit", "show who got which token, and who was refused")
     p.add_argument("--json", action="store_true", help="every entry, one JSON object per line (never folded)")
@@ -191,6 +198,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 NAME_HELP = "the connection's name (as `list` shows it)"
+
+
+def _at_least_one(text: str) -> int:
+    """argparse's type for a count that must be 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
 
 
 def _command(sub: Any, name: str, summary: str) -> argparse.ArgumentParser:
@@ -685,7 +703,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     harden_process()
     setup = resolve(key_file=args.key_file, policy=args.policy)
     prepare_socket_dir(setup.socket_path, setup.socket_base)  # before anything (the instance lock) goes in there
-    service = build_service(setup, approval_timeout=args.approval_timeout)
+    service = build_service(setup, approval_timeout=args.approval_timeout, max_proxy_sessions=args.max_proxy_sessions)
 
     def started() -> None:
         _err(f"serving on {service.api.socket_path} (client policy: {setup.policy}); Ctrl-C stops")

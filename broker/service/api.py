@@ -50,10 +50,14 @@ class PlainText(str):
 class Takeover:
     """A handler's answer that takes the connection over (`101 Switching
     Protocols` to an `Upgrade: <upgrade>` request): `run` gets the socket, a
-    non-blocking duplicate, once the 101 is sent; the server reads no more."""
+    non-blocking duplicate, once the 101 is sent; the server reads no more.
+    `abandon`, if any, is called instead when `run` never starts (no `Upgrade:`
+    in the request, the client gone before the 101): what the handler took
+    for `run` (a proxy session's place) is given back."""
 
     upgrade: str
     run: Callable[[socket.socket], Awaitable[None]]
+    abandon: Callable[[], None] | None = None
 
 
 def error_body(code: str, message: str) -> dict[str, str]:
@@ -415,23 +419,30 @@ class ApiServer:
         return conn.our_state is h11.DONE and conn.their_state is h11.DONE
 
     async def _take_over(self, conn: h11.Connection, writer: asyncio.StreamWriter, takeover: Takeover) -> None:
-        """Answer 101 and hand the socket to `takeover.run` (its own error answers otherwise)."""
-        if conn.their_state is not h11._state.MIGHT_SWITCH_PROTOCOL:
-            await self._send_error(conn, writer, 400, "bad_request", f"send Upgrade: {takeover.upgrade}")
-            return
-        # Before the 101 goes out: what the client sends next (descriptors) is not for the stream reader.
-        transport: Any = writer.transport  # asyncio's or uvloop's (not registered as a ReadTransport)
-        transport.pause_reading()
-        headers = [("Upgrade", takeover.upgrade), ("Connection", "Upgrade")]
-        writer.write(conn.send(h11.InformationalResponse(status_code=101, headers=headers)))
-        await writer.drain()
-        own = writer.get_extra_info("socket")
-        sock = socket.socket(fileno=os.dup(own.fileno()))
+        """Answer 101 and hand the socket to `takeover.run` (its own error answers
+        otherwise, and `takeover.abandon`)."""
+        started = False
         try:
-            sock.setblocking(False)
-            await takeover.run(sock)
+            if conn.their_state is not h11._state.MIGHT_SWITCH_PROTOCOL:
+                await self._send_error(conn, writer, 400, "bad_request", f"send Upgrade: {takeover.upgrade}")
+                return
+            # Before the 101 goes out: what the client sends next (descriptors) is not for the stream reader.
+            transport: Any = writer.transport  # asyncio's or uvloop's (not registered as a ReadTransport)
+            transport.pause_reading()
+            headers = [("Upgrade", takeover.upgrade), ("Connection", "Upgrade")]
+            writer.write(conn.send(h11.InformationalResponse(status_code=101, headers=headers)))
+            await writer.drain()
+            own = writer.get_extra_info("socket")
+            sock = socket.socket(fileno=os.dup(own.fileno()))
+            try:
+                sock.setblocking(False)
+                started = True
+                await takeover.run(sock)
+            finally:
+                sock.close()
         finally:
-            sock.close()
+            if not started and takeover.abandon is not None:
+                takeover.abandon()
 
     async def _send_error(
         self, conn: h11.Connection, writer: asyncio.StreamWriter, status: int, code: str, message: str

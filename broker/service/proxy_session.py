@@ -36,12 +36,12 @@ from typing import Any
 
 from ..client.probe import leaf
 from ..client.proxy_thin import UPGRADE
-from ..errors import BrokerError
+from ..errors import BrokerError, TooManySessions
 from ..oauth.tokens import TokenSet
 from ..storage.atomic import atomic_write, off_loop
 from .identity import ClientIdentity
 
-__all__ = ["UPGRADE", "ProxySessions"]
+__all__ = ["MAX_SESSIONS", "UPGRADE", "ProxySessions"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,10 @@ _SDK_LOCK = threading.Lock()
 FD_WAIT = 10.0
 #: A line from the client longer than this ends the session (the service's memory is shared).
 MAX_LINE = 16 * 1024 * 1024
+#: Hosted sessions at once (`serve --max-proxy-sessions`): each holds three of
+#: the client's descriptors, a socket and an HTTP client; a runaway client that
+#: starts proxies in a loop is refused past this, not served until the broker runs out.
+MAX_SESSIONS = 128
 #: The `min_ttl` asked for the token of each request (as the in-process proxy's `BrokerAuth`).
 MIN_TTL = 30
 
@@ -257,7 +261,8 @@ async def _step_up(name: str, identity: ClientIdentity, token: str, response: An
 
 
 class ProxySessions:
-    """Runs hosted proxy sessions and counts them (`/v1/health`).
+    """Runs hosted proxy sessions and counts them (`/v1/health`), each from its
+    `101`; at most `max_sessions` at once (`reserve`).
 
     `marker`, a file written (empty, 0600) when the first session starts, says
     a proxy has been used with this broker: only then is the SDK worth loading
@@ -270,12 +275,14 @@ class ProxySessions:
         insufficient: Insufficient | None = None,
         *,
         marker: Path | None = None,
+        max_sessions: int = MAX_SESSIONS,
     ) -> None:
         self._token_for = token_for
         self._rejected = rejected
         self._insufficient = insufficient
         self._marker = marker
         self._marked = False
+        self.max_sessions = max_sessions
         self.count = 0
 
     def used_before(self) -> bool:
@@ -301,8 +308,38 @@ class ProxySessions:
         """Load the SDK now rather than in the first session (`_load_sdk`)."""
         await off_loop(_load_sdk)
 
-    async def run(self, name: str, server_url: str, identity: ClientIdentity, sock: socket.socket) -> None:
-        """One session over `sock` (non-blocking, after the `101`)."""
+    def reserve(self) -> Callable[[], None]:
+        """A place for one session, taken before its `101` (check and count in
+        one step, no await between): a session waiting for its descriptors
+        counts, so proxies that got their 101 meanwhile cannot overshoot the
+        limit. At the limit, `TooManySessions`. The place is given back by
+        the function returned, at most once however often it is called: by
+        `run`'s end, or by the API server when `run` never starts."""
+        if self.count >= self.max_sessions:
+            raise TooManySessions(self.max_sessions)
+        self.count += 1
+        held = True
+
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                self.count -= 1
+
+        return release
+
+    async def run(
+        self, name: str, server_url: str, identity: ClientIdentity, sock: socket.socket, release: Callable[[], None]
+    ) -> None:
+        """One session over `sock` (non-blocking, after the `101`) in the place `release` gives back."""
+        try:
+            await self._run(name, server_url, identity, sock, release)
+        finally:
+            release()
+
+    async def _run(
+        self, name: str, server_url: str, identity: ClientIdentity, sock: socket.socket, release: Callable[[], None]
+    ) -> None:
         import anyio
 
         with anyio.move_on_after(FD_WAIT):
@@ -312,7 +349,6 @@ class ProxySessions:
         except OSError as exc:
             log.warning("a proxy for %s did not pass its descriptors: %s", name, exc)
             return
-        self.count += 1
         status = 1
         try:
             await self._mark()
@@ -334,7 +370,7 @@ class ProxySessions:
                 with contextlib.suppress(OSError):
                     os.set_blocking(fd, True)
             close_all(fds)
-            self.count -= 1
+            release()  # before the exit status: the client that reads it may start the next session
         with contextlib.suppress(OSError):
             sock.send(f"{status}\n".encode())
 

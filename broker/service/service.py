@@ -101,6 +101,7 @@ from .grants import DECISIONS, POLICIES, UNTIL_STOP, ApprovalRequest, Decision, 
 from .identity import ClientIdentity
 from .notify import notify_desktop
 from .procfs import ancestors
+from .proxy_session import MAX_SESSIONS as MAX_PROXY_SESSIONS
 from .proxy_session import UPGRADE, ProxySessions
 from .schedule import Scheduler, backoff_delay, is_fresh, refresh_deadline, refresh_due_at, refresh_margin
 
@@ -210,6 +211,7 @@ class BrokerService:
         min_margin: float = 60.0,
         ui: bool = False,
         warm_proxy_after: float | None = 2.0,
+        max_proxy_sessions: int | None = None,
     ) -> None:
         if policy not in POLICIES:
             raise UsageError(f"unknown client policy {policy!r}; use one of {', '.join(POLICIES)}")
@@ -240,6 +242,7 @@ class BrokerService:
             self.report_rejected,
             self.report_insufficient_scope,
             marker=paths.state_dir / "proxy-used",
+            max_sessions=MAX_PROXY_SESSIONS if max_proxy_sessions is None else max_proxy_sessions,
         )
         self._settings: dict[str, ConnectionSettings] = {}
         self._states: dict[str, ConnectionState] = {}
@@ -807,12 +810,17 @@ class BrokerService:
         is (grants, policy, a person's answer). A connection that is not
         connected yet is not refused: as in the proxy process, each request
         says so until `connect` succeeds. Each request's token comes from
-        `token_for` (checked each time; audited once per token the session uses)."""
+        `token_for` (checked each time; audited once per token the session uses).
+        Past the limit of sessions (`serve --max-proxy-sessions`), `TooManySessions`
+        before the 101; the place is taken after the authorization's waits."""
         server_url = self._require(name).server_url
         granted = self.grants.decide(client.key, name) if client.key else None
         if not (granted or (granted is None and self.policy == "allow")):
             await self._authorize(name, client, on_hold)
-        return Takeover(UPGRADE, lambda sock: self.proxy_sessions.run(name, server_url, client, sock))
+        release = self.proxy_sessions.reserve()
+        return Takeover(
+            UPGRADE, lambda sock: self.proxy_sessions.run(name, server_url, client, sock, release), abandon=release
+        )
 
     async def report_rejected(self, name: str, client: ClientIdentity, token_sha256: object) -> dict[str, Any]:
         """A client's report that a server rejected (HTTP 401) the token with

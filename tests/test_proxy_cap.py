@@ -1,0 +1,172 @@
+"""The broker hosts at most `serve --max-proxy-sessions` proxy sessions at once.
+
+A runaway client that starts `mcp-token-broker proxy NAME` in a loop must not
+make the broker hold any number of sessions (three descriptors, a socket and an
+HTTP client each). Past the limit the proxy is refused before the `101`: the
+client gets a JSON-RPC error that names the limit, the proxy one stderr line
+and a non-zero exit, and the proxy does not run the session itself. A session
+holds its place from its `101`, before its descriptors arrive, and gives it
+back however it ends. Real `serve`, real proxy processes, the real
+oidc-provider and MCP server.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from broker.client.api_client import BrokerClient
+from broker.codes import exit_for
+from broker.service.proxy_session import MAX_SESSIONS
+
+from .conftest import start_service
+from .helpers.stdio_proxy import INITIALIZE, StdioProxy
+
+pytestmark = pytest.mark.timeout(120)
+
+UPGRADE_REQUEST = (
+    b"POST /v1/connections/capped/proxy HTTP/1.1\r\nHost: broker\r\nConnection: Upgrade\r\n"
+    b"Upgrade: mcp-token-broker-proxy\r\nContent-Length: 0\r\n\r\n"
+)
+
+
+def _connected(cli, stack, name: str) -> None:
+    _, mcp = stack
+    assert cli("add", name, mcp.url).returncode == 0
+    r = cli("connect", name)
+    assert r.returncode == 0, r.stderr
+
+
+def _sessions(service) -> int:
+    return int(BrokerClient(str(service.socket_path)).health()["proxy_sessions"])
+
+
+def _until(condition, what: str, limit: float = 30.0) -> None:
+    """A bounded wait for something the broker does on its own (not a timing assertion)."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def _hosted(cli) -> StdioProxy:
+    proxy = StdioProxy(cli.exe, "capped", cli.env)
+    proxy.send(INITIALIZE)
+    answer = proxy.answer()
+    assert answer["result"]["serverInfo"]["name"] == "mcp-token-broker-test-server", answer
+    return proxy
+
+
+def _refused(cli, limit: int) -> None:
+    """A proxy past the limit: a JSON-RPC error naming it, one stderr line, its exit status."""
+    proxy = StdioProxy(cli.exe, "capped", cli.env)
+    try:
+        proxy.send(INITIALIZE)
+        answer = proxy.answer()
+    finally:
+        code, stderr = proxy.finish()
+    assert answer["id"] == 1 and "result" not in answer, answer  # not hosted, and not run in-process
+    message = answer["error"]["message"]
+    assert f"already runs {limit} proxy session" in message and "close some MCP clients" in message, message
+    assert stderr.strip().splitlines() == [f"mcp-token-broker: {message}"], stderr
+    assert code == exit_for("too_many_sessions") != 0
+
+
+def _upgraded(service) -> socket.socket:
+    """A peer speaking the protocol by hand, at its `101`, its descriptors not sent."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(30)
+    sock.connect(str(service.socket_path))
+    sock.sendall(UPGRADE_REQUEST)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        assert chunk, head
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    return sock
+
+
+def _answer(sock: socket.socket) -> tuple[bytes, bytes]:
+    """One HTTP answer's head and body (Content-Length)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk, data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        chunk = sock.recv(4096)
+        assert chunk, body
+        body += chunk
+    return head, body
+
+
+def test_past_the_limit_a_proxy_is_refused_and_a_freed_place_is_hosted_again(cli, stack):
+    service = start_service(cli, "--max-proxy-sessions", "2")
+    proxies: list[StdioProxy] = []
+    try:
+        _connected(cli, stack, "capped")
+        proxies += [_hosted(cli), _hosted(cli)]
+        assert _sessions(service) == 2
+        _refused(cli, 2)
+        assert _sessions(service) == 2
+        code, stderr = proxies.pop(0).finish()  # one client closes: its place is free
+        assert code == 0 and stderr == "", stderr
+        _until(lambda: _sessions(service) == 1, "the ended session kept its place")
+        proxies.append(_hosted(cli))
+        assert _sessions(service) == 2
+    finally:
+        for proxy in proxies:
+            proxy.kill()
+        assert service.stop() == 0
+
+
+def test_a_session_holds_its_place_from_its_101_until_its_descriptors_come_or_not(cli, stack):
+    """Counting from the descriptors' arrival would let every proxy that got its
+    101 meanwhile through: the limit counts the session from its 101."""
+    service = start_service(cli, "--max-proxy-sessions", "1")
+    try:
+        _connected(cli, stack, "capped")
+        with _upgraded(service):
+            assert _sessions(service) == 1
+            _refused(cli, 1)
+        # It closed without sending its descriptors: its place is given back.
+        _until(lambda: _sessions(service) == 0, "a session that never started kept its place")
+        proxy = _hosted(cli)
+        proxy.kill()
+    finally:
+        assert service.stop() == 0
+
+
+def test_an_upgrade_the_broker_cannot_take_over_gives_its_place_back(cli, stack):
+    """An authorized request without `Upgrade:` gets a 400, not a 101: its
+    session never runs, and its place is not kept."""
+    service = start_service(cli, "--max-proxy-sessions", "1")
+    try:
+        _connected(cli, stack, "capped")
+        for _ in range(2):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(30)
+                sock.connect(str(service.socket_path))
+                sock.sendall(b"POST /v1/connections/capped/proxy HTTP/1.1\r\nHost: broker\r\nContent-Length: 0\r\n\r\n")
+                head, body = _answer(sock)
+            assert head.startswith(b"HTTP/1.1 400 ") and b"send Upgrade" in body, (head, body)
+        assert _sessions(service) == 0
+        proxy = _hosted(cli)
+        proxy.kill()
+    finally:
+        assert service.stop() == 0
+
+
+def test_the_serve_option_says_its_default_and_takes_only_a_positive_count(cli):
+    help_text = " ".join(cli("serve", "--help").stdout.split())
+    assert "--max-proxy-sessions N host at most N `proxy` sessions at once" in help_text, help_text
+    assert f"({MAX_SESSIONS})" in help_text.split("--max-proxy-sessions", 1)[1]
+    r = cli("serve", "--max-proxy-sessions", "0")
+    assert r.returncode == exit_for("bad_request") and "at least 1" in r.stderr, r.stderr
