@@ -16,7 +16,7 @@ Pure rules, kept in the connection's settings (so a restart keeps them):
 - a challenge for scopes the token already carried is held against the
   server: the next login cannot prove it earned them, so it counts too;
 - a login the authorization server refused for its scope (`invalid_scope`)
-  earned nothing, so it counts as one that did not earn them;
+  earned nothing, so it counts as one that did not earn them (held or not);
 - once a step-up is given up, the next login asks for the scopes asked before
   it began: a scope the server will not grant must not break every login.
 """
@@ -174,8 +174,14 @@ def after_login(current: StepUp | None, granted: tuple[str, ...]) -> StepUp | No
 def after_refused_login(current: StepUp | None) -> StepUp | None:
     """The step-up after a login the authorization server refused for its
     scope (`invalid_scope`): it earned nothing, so it counts like a login
-    whose token carried none of the missing scopes."""
-    return after_login(current, ())
+    whose token carried none of the missing scopes. That holds for a challenge
+    the old token carried too (`held`): there is no new token, so the step-up
+    stays pending until it gives up, rather than waiting for a challenge that
+    no login will bring."""
+    if current is None:
+        return None
+    after = after_login(replace(current, held=False), ())
+    return replace(after, held=current.held) if after is not None else None
 
 
 def next_request(step: StepUp | None, scopes: tuple[str, ...]) -> tuple[str, ...]:

@@ -311,6 +311,19 @@ def test_a_login_the_server_refused_for_its_scope_counts_and_gives_up_back_to_th
     assert after_refused_login(step) == step  # nothing pending: nothing more to count
 
 
+def test_refused_logins_count_when_the_challenge_named_scopes_the_token_carried():
+    # A held challenge (the token carried X): a refused login has no token, so it
+    # is counted as one that earned nothing, and the step-up stays under way.
+    step: StepUp | None = on_challenge(None, ("X",), ("X", "Y"), asked=())
+    assert step is not None and step.held
+    for attempt in range(1, MAX_ATTEMPTS):
+        step = after_refused_login(step)
+        assert step is not None and step.attempts == attempt and step.pending and not step.given_up
+    step = after_refused_login(step)
+    assert step is not None and step.given_up and not step.pending and step.refused == ("X",)
+    assert next_request(step, ("X",)) == ()  # what was asked before the step-up
+
+
 def test_a_given_up_step_up_asks_for_the_earlier_scopes_however_it_ended():
     # Logins that succeed without the scope give up as refused logins do; so does a
     # challenge naming only refused scopes, whatever the step-up before it asked for.
