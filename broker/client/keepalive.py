@@ -34,7 +34,7 @@ DRAIN_SECONDS = 0.5
 DRAIN_BYTES = 64 * 1024
 
 
-async def _drain(stream: httpx2.AsyncByteStream, chunks: AsyncIterator[bytes]) -> None:
+async def _drain(stream: httpx2.AsyncByteStream, chunks: _Chunks) -> None:
     """Read `chunks`, the stream's one iteration, to its end (bounded); then close."""
     try:
         with anyio.move_on_after(DRAIN_SECONDS), contextlib.suppress(httpx2.HTTPError, httpx2.StreamError, OSError):
@@ -47,20 +47,33 @@ async def _drain(stream: httpx2.AsyncByteStream, chunks: AsyncIterator[bytes]) -
         await stream.aclose()
 
 
-class _DrainOnClose(httpx2.AsyncByteStream):
-    """Holds the stream's iteration: the reader that stopped at the message
-    drops its own, and an async generator dropped unfinished is closed by the
-    event loop, which would close the connection under the drain."""
+class _Chunks:
+    """The stream's one iteration, shared by the reader and the drain. Not an
+    async generator itself: httpx2 closes the iterator it read from when its
+    own generators are dropped (`aiter_raw`'s `finally`), and the event loop
+    closes a dropped unfinished generator; either would close the stream under
+    the drain (and raise "asynchronous generator is already running" there)."""
 
+    def __init__(self, stream: httpx2.AsyncByteStream) -> None:
+        self._inner = stream.__aiter__()
+
+    def __aiter__(self) -> _Chunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await self._inner.__anext__()
+
+
+class _DrainOnClose(httpx2.AsyncByteStream):
     def __init__(self, stream: httpx2.AsyncByteStream, drains: Drains) -> None:
         self._stream = stream
         self._drains = drains
-        self._chunks: AsyncIterator[bytes] | None = None
+        self._chunks: _Chunks | None = None
         self._closed = False
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
+    def __aiter__(self) -> _Chunks:
         if self._chunks is None:
-            self._chunks = self._stream.__aiter__()
+            self._chunks = _Chunks(self._stream)
         return self._chunks
 
     async def aclose(self) -> None:
@@ -70,11 +83,12 @@ class _DrainOnClose(httpx2.AsyncByteStream):
 
 
 class Drains:
-    """The ends of answered SSE streams being read, one task each; `aclose`
-    (the HTTP client's) cancels what is left, which closes those streams."""
+    """The ends of answered SSE streams being read, one task each. The HTTP
+    client's close (`aclose`) cancels what is left and closes those streams,
+    also of drains cancelled before they ran."""
 
     def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[asyncio.Task[None], httpx2.AsyncByteStream] = {}
 
     def keep_alive(self, response: httpx2.Response) -> None:
         """Closing this SSE response reads its end (in a task), so its connection is reused."""
@@ -84,13 +98,21 @@ class Drains:
         ):
             response.stream = _DrainOnClose(stream, self)
 
-    def start(self, stream: httpx2.AsyncByteStream, chunks: AsyncIterator[bytes]) -> None:
+    def start(self, stream: httpx2.AsyncByteStream, chunks: _Chunks) -> None:
         task = asyncio.get_running_loop().create_task(_drain(stream, chunks))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[task] = stream
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
 
     async def aclose(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
+        pending = dict(self._tasks)
+        for task in pending:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            await asyncio.gather(*pending, return_exceptions=True)
+        finally:
+            for stream in pending.values():  # a task cancelled before its first step never ran its finally
+                with contextlib.suppress(Exception):
+                    await stream.aclose()

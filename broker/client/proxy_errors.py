@@ -116,8 +116,16 @@ class GuardedClient(httpx2.AsyncClient):
         self._drains = Drains()
 
     async def aclose(self) -> None:
-        await self._drains.aclose()  # before the pool: each closes its stream
-        await super().aclose()
+        try:
+            await self._drains.aclose()  # before the pool: each closes its stream
+        finally:
+            await super().aclose()
+
+    async def __aexit__(self, *exc_info: Any) -> None:  # `async with` does not call aclose
+        try:
+            await self._drains.aclose()
+        finally:
+            await super().__aexit__(*exc_info)
 
     async def send(self, request: httpx2.Request, **kwargs: Any) -> httpx2.Response:
         try:
