@@ -199,6 +199,59 @@ def test_a_step_up_the_server_refuses_at_login_is_given_up_and_the_earlier_scope
     assert client.connection("sdk")["status"] == "connected"
 
 
+def test_a_refused_login_of_a_connection_removed_meanwhile_reports_the_refusal(sdk_as, user_dirs, tmp_path, caplog):
+    # Counting the refusal cannot find the connection: the AS's invalid_scope is what the user sees.
+    import os
+    import subprocess
+
+    from broker.driver.engine import Engine
+    from broker.driver.transport import Transport
+    from broker.errors import OAuthError
+    from broker.storage.keystore import FileKeyStore
+    from broker.storage.paths import Paths
+    from broker.storage.store import Store
+
+    from .servers.fixtures import BROWSER_SCRIPT
+
+    def store() -> Store:
+        return Store(Paths.default(), lambda: FileKeyStore(tmp_path / "key"))
+
+    env = {**os.environ, "BROWSER_LOG": str(tmp_path / "browser.log")}
+    removed = []
+
+    def opener(url: str) -> bool:
+        if "mcp%3Awrite" in url or "mcp:write" in url:  # the step-up's login: the user removes the connection
+            with store().transaction() as txn:
+                del txn.settings["gone"]
+                txn.states.pop("gone", None)
+            removed.append(url)
+        subprocess.run([BROWSER_SCRIPT, url], env=env, check=True, timeout=30)
+        return True
+
+    async def main() -> BaseException:
+        engine = Engine(store(), Transport(), opener=opener, flow_timeout=30)
+        try:
+            await engine.add("gone", sdk_as.url)
+            await engine.connect("gone")
+
+            def widen(txn):
+                current, _ = txn.get("gone")
+                step = on_challenge(None, ("mcp:write",), (), asked=current.scopes)
+                txn.settings["gone"] = replace(current, step_up=step, scopes=(*current.scopes, "mcp:write"))
+
+            await engine.store.update(widen, secrets=False)
+            with pytest.raises(OAuthError) as refused:
+                await engine.connect("gone")
+            return refused.value
+        finally:
+            await engine.transport.aclose()
+
+    with caplog.at_level("WARNING", logger="broker.driver.engine"):
+        error = anyio.run(main)
+    assert removed and error.error == "invalid_scope", error
+    assert any("gone" in r.getMessage() and "step-up" in r.getMessage() for r in caplog.records), caplog.records
+
+
 def test_logins_that_succeed_without_the_scope_give_up_back_to_the_earlier_scopes(cli, stack, service):
     _, mcp = stack
     _connected(cli, mcp.url, "og")

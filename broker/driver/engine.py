@@ -426,7 +426,8 @@ class Engine:
         """A login the authorization server refused for its scope counts
         against a pending step-up (else it would ask for that scope forever);
         once given up, the connection asks for its earlier scopes again. The
-        error then says so."""
+        error then says so. Failing to count it (the connection removed
+        meanwhile, a storage error) is logged: the refusal is what the user sees."""
 
         def count(txn: Transaction) -> str | None:
             current, _ = txn.get(name)
@@ -444,7 +445,11 @@ class Engine:
             left = MAX_ATTEMPTS - (after.attempts if after is not None else 0)
             return f"{name} asked for {missing} (a step-up); after {left} more refused login(s) it stops asking"
 
-        note = await self.store.update(count, secrets=False)
+        try:
+            note = await self.store.update(count, secrets=False)
+        except (BrokerError, OSError) as failure:  # removed meanwhile, or the files: the refusal still stands
+            log.warning("the refused login of %s was not counted against its step-up: %s", name, failure)
+            return
         if note is not None:
             exc.args = (f"{exc}; {note}",)  # what the CLI and the app show
 
