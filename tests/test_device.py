@@ -305,6 +305,18 @@ def test_stored_client_refused_with_invalid_request_registers_again():
     assert registration.client_id == "c2"
 
 
+def test_stored_client_refused_with_invalid_scope_is_not_registered_again():
+    # The scope is refused, not the client: a new client would be refused too and
+    # stay registered at the server, one more for every login the step-up counts.
+    clock = Clock()
+    refused = resp(400, {"error": "invalid_scope", "error_description": "files:write is not allowed"})
+    answers = {DEVICE_ENDPOINT: [refused, resp(200, ANSWER)], f"{ISSUER}/register": [resp(201, {"client_id": "c2"})]}
+    with pytest.raises(OAuthError, match="invalid_scope") as raised:
+        run(device_login_flow(settings(), stored(), discovered(), clock), answers, clock)
+    assert raised.value.error == "invalid_scope"
+    assert len(answers[f"{ISSUER}/register"]) == 1 and len(answers[DEVICE_ENDPOINT]) == 1  # neither asked again
+
+
 def test_a_client_registered_just_now_is_not_registered_again():
     clock = Clock()
     refused = resp(400, {"error": "invalid_request"})

@@ -428,7 +428,8 @@ def device_login_flow(
     yield Registered(registration)
     # A stored client may predate the device grant; servers refuse it with
     # unauthorized_client, invalid_client or (oidc-provider) invalid_request.
-    # A client registered just now with the grant gets no second chance.
+    # A client registered just now with the grant gets no second chance, and
+    # invalid_scope refuses the scope, not the client: a new one would be refused too.
     retry = registration.method == "dynamic" and registration is state.registration
     while True:
         request = device_authorization_request(
@@ -438,7 +439,7 @@ def device_login_flow(
             authorization = parse_device_authorization((yield request), now=clock())
             break
         except OAuthError as exc:
-            if not retry:
+            if not retry or exc.error == "invalid_scope":
                 raise
             log.info("the stored client cannot start a device login (%s); registering one that can", exc.error)
         retry = False
