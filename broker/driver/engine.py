@@ -439,11 +439,11 @@ class Engine:
             missing = " ".join(step.missing)
             if after is not None and after.given_up:
                 return (
-                    f"{name} no longer asks for {missing} (refused in {after.attempts} logins); "
+                    f"{name} no longer asks for {missing} (not granted in {after.attempts} logins); "
                     "connect again to log in with the scopes it asked for before"
                 )
             left = MAX_ATTEMPTS - (after.attempts if after is not None else 0)
-            return f"{name} asked for {missing} (a step-up); after {left} more refused login(s) it stops asking"
+            return f"{name} asked for {missing} (a step-up); if {left} more login(s) do not get it, it stops asking"
 
         try:
             note = await self.store.update(count, secrets=False)
