@@ -5,6 +5,7 @@ session that ends badly is logged."""
 from __future__ import annotations
 
 import array
+import asyncio
 import logging
 import os
 import resource
@@ -14,7 +15,7 @@ import threading
 import anyio
 import pytest
 
-from broker.service import proxy_session
+from broker.service import eventloop, proxy_session
 from broker.service.identity import ClientIdentity
 from broker.service.proxy_session import ProxySessions, _Lines, _stderr_writer
 
@@ -34,18 +35,50 @@ def _feed(data: bytes) -> int:
     return read
 
 
+LOOPS = [{eventloop.ENV: "asyncio"}, {eventloop.ENV: "uvloop"}]
+
+
 async def _all_lines(fd: int) -> list[str]:
     return [line async for line in _Lines(fd)]
 
 
-def test_lines_longer_than_one_read_arrive_whole():
+@pytest.mark.parametrize("loop", LOOPS, ids=["asyncio", "uvloop"])
+def test_lines_longer_than_one_read_arrive_whole_and_the_descriptor_stays_ours(loop):
     long = b"x" * (200 * 1024)  # several 64 KiB reads
     fd = _feed(long + b"\nshort\n" + long + b"y\ntail")
     try:
-        lines = anyio.run(_all_lines, fd)
+        lines = eventloop.run(_all_lines(fd), environ=loop)
+        os.fstat(fd)  # still open: the session closes its descriptors, nothing else does
     finally:
         os.close(fd)
     assert lines == [long.decode() + "\n", "short\n", long.decode() + "y\n", "tail"]
+
+
+@pytest.mark.parametrize("loop", LOOPS, ids=["asyncio", "uvloop"])
+def test_a_client_that_writes_ahead_is_buffered_up_to_one_line(monkeypatch, loop):
+    cap = 100 * 1024
+    monkeypatch.setattr(proxy_session, "MAX_LINE", cap)
+    line = b"x" * 1023 + b"\n"
+    fd = _feed(line * 1024)  # 1 MiB of lines, written as fast as the pipe takes them
+
+    async def read() -> tuple[int, int]:
+        lines = _Lines(fd)
+        await lines.__anext__()
+        # The session's reader takes no more lines for a while: the pipe keeps filling.
+        for _ in range(100_000):
+            if not lines._reading:
+                break
+            await asyncio.sleep(0)
+        held = len(lines._buf)
+        rest = [chunk async for chunk in lines]
+        return held, len(rest)
+
+    try:
+        held, rest = eventloop.run(read(), environ=loop)
+    finally:
+        os.close(fd)
+    assert cap < held <= cap + 64 * 1024  # read until over one line's cap, then paused
+    assert rest == 1023  # and every line still arrives once reading goes on
 
 
 def test_a_line_over_the_cap_ends_the_reading(monkeypatch):

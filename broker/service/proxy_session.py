@@ -87,51 +87,92 @@ def close_all(fds: list[int]) -> None:
 
 
 class _Lines:
-    """The client's lines from a pipe (stdio_server's `stdin`): asyncio's read
-    pipe transport and `StreamReader`, so the descriptor stays registered with
-    the event loop for the whole session (one wake-up and one read per
-    message, not a register/unregister per read) and a long line is searched
-    once, up to `MAX_LINE`. The transport reads a duplicate of `fd`: the
-    session closes its own descriptors."""
+    """The client's lines from a pipe (stdio_server's `stdin`), without a thread.
+
+    The descriptor is registered with the event loop once (`add_reader`) and
+    stays registered while the session reads: one wake-up and one `read` per
+    message, not an epoll add and remove per read as `anyio.wait_readable`
+    does. Reading pauses only while more than `MAX_LINE` bytes wait unread,
+    so a session holds at most one line and one read of 64 KiB. The buffer is
+    searched from where the last search stopped: a long line costs one pass.
+    The same on asyncio's loop and uvloop (no transport owns the descriptor;
+    the session closes it)."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
-        self._reader: asyncio.StreamReader | None = None
-        self._transport: asyncio.BaseTransport | None = None
+        self._buf = bytearray()
+        self._scanned = 0  # the first bytes of _buf that hold no newline
+        self._eof = False
+        self._error: OSError | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reading = False
+        self._waiter: asyncio.Future[None] | None = None
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self
 
-    async def _open(self) -> asyncio.StreamReader:
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=MAX_LINE, loop=loop)
-        pipe = os.fdopen(os.dup(self._fd), "rb", buffering=0)  # closed by the transport
-        try:
-            self._transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
-        except BaseException:
-            pipe.close()
-            raise
-        self._reader = reader
-        return reader
+    def _resume(self) -> None:
+        if not self._reading and not self._eof and self._loop is not None:
+            self._loop.add_reader(self._fd, self._readable)
+            self._reading = True
+
+    def _pause(self) -> None:
+        if self._reading and self._loop is not None:
+            self._loop.remove_reader(self._fd)
+            self._reading = False
 
     def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        """Stop watching the descriptor (the session closes it)."""
+        self._pause()
+
+    def _readable(self) -> None:
+        try:
+            chunk = os.read(self._fd, 65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:  # a socket stdin reset by the client: the session ends with it
+            self._error, chunk = exc, b""
+        if chunk:
+            self._buf += chunk
+            if len(self._buf) > MAX_LINE:
+                self._pause()  # until a line is taken, or the reader fails on the long one
+        else:
+            self._eof = True
+            self._pause()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def __anext__(self) -> str:
-        reader = self._reader or await self._open()
-        try:
-            line = await reader.readuntil(b"\n")
-        except asyncio.IncompleteReadError as exc:  # the client closed its stdin
-            self.close()
-            if not exc.partial:
-                raise StopAsyncIteration from None
-            return exc.partial.decode("utf-8", "replace")
-        except asyncio.LimitOverrunError:
-            self.close()
-            raise OSError("a line from the client is too long") from None
-        return line.decode("utf-8", "replace")
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        while True:
+            end = self._buf.find(b"\n", self._scanned)
+            if end >= 0:
+                line = self._buf[: end + 1].decode("utf-8", "replace")
+                del self._buf[: end + 1]
+                self._scanned = 0
+                if len(self._buf) <= MAX_LINE:
+                    self._resume()
+                return line
+            self._scanned = len(self._buf)
+            if self._eof or self._error is not None:
+                if self._buf:  # a last line without its newline
+                    line = self._buf.decode("utf-8", "replace")
+                    self._buf.clear()
+                    self._scanned = 0
+                    return line
+                if self._error is not None:
+                    raise self._error
+                raise StopAsyncIteration
+            if len(self._buf) > MAX_LINE:
+                self.close()
+                raise OSError("a line from the client is too long")
+            self._resume()
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
 
 
 class _Output:
