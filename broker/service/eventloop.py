@@ -9,11 +9,15 @@ operations; on uvloop the broker spends about 8% less CPU per `tools/call`
 `MCP_TOKEN_BROKER_EVENT_LOOP=asyncio` picks the standard loop: for a bug
 report, or a platform where uvloop misbehaves. Nothing in the broker depends on
 which loop runs: it uses asyncio's public API only (`/v1/health` says which).
+Any other value is a typo: a warning names the accepted ones, and uvloop runs.
+A uvloop that fails to load (a broken binary raises more than ImportError) is
+a warning too, and the standard loop runs: `serve` must not fail for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
@@ -24,14 +28,24 @@ ENV = "MCP_TOKEN_BROKER_EVENT_LOOP"
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
 
 def loop_factory(environ: Mapping[str, str] = os.environ) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's `new_event_loop`, or None for asyncio's (asked for, or uvloop missing)."""
-    if environ.get(ENV, "").strip().lower() == "asyncio":
+    """uvloop's `new_event_loop`, or None for asyncio's (asked for, or uvloop
+    missing or broken)."""
+    value = environ.get(ENV, "")
+    choice = value.strip().lower()
+    if choice == "asyncio":
         return None
+    if choice not in ("", "uvloop"):
+        log.warning('%s=%r is neither "uvloop" nor "asyncio"; taken as "uvloop"', ENV, value[:64])
     try:
         import uvloop
     except ImportError:  # not installed (a platform without wheels): the standard loop serves
+        return None
+    except Exception as exc:  # noqa: BLE001 - a broken build must not stop the broker
+        log.warning("uvloop failed to load (%s: %s); running on asyncio's standard loop", type(exc).__name__, exc)
         return None
     return uvloop.new_event_loop
 
