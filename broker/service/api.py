@@ -426,16 +426,25 @@ class ApiServer:
             if conn.their_state is not h11._state.MIGHT_SWITCH_PROTOCOL:
                 await self._send_error(conn, writer, 400, "bad_request", f"send Upgrade: {takeover.upgrade}")
                 return
-            # Before the 101 goes out: what the client sends next (descriptors) is not for the stream reader.
-            transport: Any = writer.transport  # asyncio's or uvloop's (not registered as a ReadTransport)
-            transport.pause_reading()
-            headers = [("Upgrade", takeover.upgrade), ("Connection", "Upgrade")]
-            writer.write(conn.send(h11.InformationalResponse(status_code=101, headers=headers)))
-            await writer.drain()
+            # The session's own socket first: out of descriptors, the client hears why, not a 101 and a close.
             own = writer.get_extra_info("socket")
-            sock = socket.socket(fileno=os.dup(own.fileno()))
+            try:
+                sock = socket.socket(fileno=os.dup(own.fileno()))
+            except OSError as exc:
+                why = os.strerror(exc.errno).lower() if exc.errno else type(exc).__name__
+                message = (
+                    f"the broker cannot take another session now ({why}); close some MCP clients, then restart this one"
+                )
+                await self._send_error(conn, writer, 503, "too_many_sessions", message)
+                return
             try:
                 sock.setblocking(False)
+                # Before the 101 goes out: what the client sends next (descriptors) is not for the stream reader.
+                transport: Any = writer.transport  # asyncio's or uvloop's (not registered as a ReadTransport)
+                transport.pause_reading()
+                headers = [("Upgrade", takeover.upgrade), ("Connection", "Upgrade")]
+                writer.write(conn.send(h11.InformationalResponse(status_code=101, headers=headers)))
+                await writer.drain()
                 started = True
                 await takeover.run(sock)
             finally:
