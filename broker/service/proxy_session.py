@@ -122,8 +122,9 @@ class _Lines:
             self._reading = False
 
     def close(self) -> None:
-        """Stop watching the descriptor (the session closes it)."""
+        """Stop watching the descriptor for good (the session closes it)."""
         self._pause()
+        self._eof = True  # _resume never registers it again
 
     def _readable(self) -> None:
         try:
