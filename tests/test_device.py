@@ -317,6 +317,22 @@ def test_stored_client_refused_with_invalid_scope_is_not_registered_again():
     assert len(answers[f"{ISSUER}/register"]) == 1 and len(answers[DEVICE_ENDPOINT]) == 1  # neither asked again
 
 
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(500, "server_error"), (503, "temporarily_unavailable"), (400, "access_denied"), (400, "invalid_grant")],
+)
+def test_a_stored_client_is_registered_again_only_for_errors_that_refuse_the_client(status, error):
+    # Only unauthorized_client, invalid_client and invalid_request say the stored client
+    # cannot start a device login; another error would be the new client's answer too.
+    clock = Clock()
+    refused = resp(status, {"error": error})
+    answers = {DEVICE_ENDPOINT: [refused, resp(200, ANSWER)], f"{ISSUER}/register": [resp(201, {"client_id": "c2"})]}
+    with pytest.raises(OAuthError) as raised:
+        run(device_login_flow(settings(), stored(), discovered(), clock), answers, clock)
+    assert raised.value.error == error
+    assert len(answers[f"{ISSUER}/register"]) == 1 and len(answers[DEVICE_ENDPOINT]) == 1  # neither asked again
+
+
 def test_a_client_registered_just_now_is_not_registered_again():
     clock = Clock()
     refused = resp(400, {"error": "invalid_request"})

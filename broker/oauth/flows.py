@@ -129,6 +129,10 @@ CHECKED_ENDPOINTS = (
     "device_authorization_endpoint",
 )
 
+#: Device authorization errors that refuse a stored client (one registered before
+#: it asked for the device grant): a client registered now may get through.
+_CLIENT_REFUSED = frozenset({"unauthorized_client", "invalid_client", "invalid_request"})
+
 
 @dataclass(frozen=True)
 class FlowEvent:
@@ -428,8 +432,9 @@ def device_login_flow(
     yield Registered(registration)
     # A stored client may predate the device grant; servers refuse it with
     # unauthorized_client, invalid_client or (oidc-provider) invalid_request.
-    # A client registered just now with the grant gets no second chance, and
-    # invalid_scope refuses the scope, not the client: a new one would be refused too.
+    # Only those are retried, and only once: a client registered just now with the
+    # grant gets no second chance, and any other error (invalid_scope, server_error,
+    # access_denied...) is not about the client: a new one would get it too.
     retry = registration.method == "dynamic" and registration is state.registration
     while True:
         request = device_authorization_request(
@@ -439,7 +444,7 @@ def device_login_flow(
             authorization = parse_device_authorization((yield request), now=clock())
             break
         except OAuthError as exc:
-            if not retry or exc.error == "invalid_scope":
+            if not retry or exc.error not in _CLIENT_REFUSED:
                 raise
             log.info("the stored client cannot start a device login (%s); registering one that can", exc.error)
         retry = False
