@@ -38,6 +38,17 @@ def test_an_unknown_value_is_named_in_a_warning_and_uvloop_runs(caplog):
     message = record.getMessage()
     assert record.levelno == logging.WARNING and eventloop.ENV in message and "'asycnio'" in message, message
     assert '"uvloop"' in message and '"asyncio"' in message, message
+    assert message.endswith("running on uvloop"), message
+
+
+def test_an_unknown_value_without_uvloop_names_the_standard_loop_that_runs(monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop: ImportError, as where it is not installed
+    with caplog.at_level(logging.WARNING, logger=eventloop.__name__):
+        assert eventloop.loop_factory({eventloop.ENV: "asycnio"}) is None
+    [record] = caplog.records
+    message = record.getMessage()
+    assert "'asycnio'" in message and message.endswith("running on asyncio's standard loop"), message
+    assert "taken as" not in message, message
 
 
 class _BrokenUvloop(importlib.abc.MetaPathFinder, importlib.abc.Loader):

@@ -9,7 +9,8 @@ operations; on uvloop the broker spends about 8% less CPU per `tools/call`
 `MCP_TOKEN_BROKER_EVENT_LOOP=asyncio` picks the standard loop: for a bug
 report, or a platform where uvloop misbehaves. Nothing in the broker depends on
 which loop runs: it uses asyncio's public API only (`/v1/health` says which).
-Any other value is a typo: a warning names the accepted ones, and uvloop runs.
+Any other value is a typo: a warning names the accepted ones and the loop
+that runs (uvloop where it loads).
 A uvloop that fails to load (a broken binary raises more than ImportError) is
 a warning too, and the standard loop runs: `serve` must not fail for it.
 """
@@ -38,8 +39,15 @@ def loop_factory(environ: Mapping[str, str] = os.environ) -> Callable[[], asynci
     choice = value.strip().lower()
     if choice == "asyncio":
         return None
-    if choice not in ("", "uvloop"):
-        log.warning('%s=%r is neither "uvloop" nor "asyncio"; taken as "uvloop"', ENV, value[:64])
+    factory = _uvloop()
+    if choice not in ("", "uvloop"):  # after the import: the warning names the loop that runs
+        running = "uvloop" if factory is not None else "asyncio's standard loop"
+        log.warning('%s=%r is neither "uvloop" nor "asyncio"; running on %s', ENV, value[:64], running)
+    return factory
+
+
+def _uvloop() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's `new_event_loop`, or None where it is missing or broken."""
     try:
         import uvloop
     except ImportError:  # not installed (a platform without wheels): the standard loop serves
