@@ -447,13 +447,18 @@ class AlreadyRunning(BrokerError):
 
 
 class TooManySessions(BrokerError):
-    """A proxy session past `serve --max-proxy-sessions`: refused before its 101."""
+    """A proxy session past `serve --max-proxy-sessions`: refused before its 101.
+    The thin proxy answers every request with it and never asks again, so its
+    client must restart it once a place is free."""
 
     code = "too_many_sessions"
 
     def __init__(self, limit: int) -> None:
         sessions = "session" if limit == 1 else "sessions"
-        super().__init__(f"the broker already runs {limit} proxy {sessions}, its limit; close some MCP clients")
+        super().__init__(
+            f"the broker already runs {limit} proxy {sessions}, its limit; "
+            "close some MCP clients, then restart this one"
+        )
         self.limit = limit
 
 
