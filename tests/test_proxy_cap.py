@@ -12,7 +12,9 @@ oidc-provider and MCP server.
 
 from __future__ import annotations
 
+import re
 import socket
+import sys
 import time
 
 import pytest
@@ -163,6 +165,41 @@ def test_an_upgrade_the_broker_cannot_take_over_gives_its_place_back(cli, stack)
         proxy = _hosted(cli)
         proxy.kill()
     finally:
+        assert service.stop() == 0
+
+
+def test_at_the_limit_a_proxy_is_refused_before_a_person_is_asked(cli, stack, tmp_path):
+    """Under `--policy ask` a person approving a session the limit then refuses
+    would be asked for nothing: the full broker refuses it before asking."""
+    # The first session's client is its own application (a Python script), so the
+    # test answers its question as someone else, and the second proxy's client
+    # (this test) has no grant from that answer.
+    app = tmp_path / "client_app.py"
+    wrapper = f"import subprocess, sys\nsys.exit(subprocess.call([{cli.exe!r}, *sys.argv[1:]]))\n"
+    app.write_text(f"#!{sys.executable}\n{wrapper}")
+    app.chmod(0o755)
+    service = start_service(cli, "--max-proxy-sessions", "1", "--policy", "ask", "--approval-timeout", "60")
+    client = BrokerClient(str(service.socket_path))
+    first = None
+    try:
+        _connected(cli, stack, "capped")
+        first = StdioProxy(str(app), "capped", cli.env)
+        first.send(INITIALIZE)
+        _until(lambda: client.request("GET", "/v1/approvals")["approvals"], "the first proxy was not asked about")
+        [approval] = client.request("GET", "/v1/approvals")["approvals"]
+        code = re.search(rf"approval {approval['id']}.*code ([0-9]{{4}}-[0-9]{{4}})", service.log).group(1)
+        assert cli("approve", approval["id"], "allow_session", "--code", code).returncode == 0
+        assert first.answer()["result"]["serverInfo"]["name"] == "mcp-token-broker-test-server"
+        assert _sessions(service) == 1
+        _refused(cli, 1)  # at once: not after the 60 s nobody would answer in
+        assert client.request("GET", "/v1/approvals")["approvals"] == []
+        assert _sessions(service) == 1
+        status, stderr = first.finish()
+        first = None
+        assert status == 0 and stderr == "", stderr
+    finally:
+        if first is not None:
+            first.kill()
         assert service.stop() == 0
 
 

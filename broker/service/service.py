@@ -64,6 +64,7 @@ from ..errors import (
     RemoteError,
     SettingsMismatch,
     StorageError,
+    TooManySessions,
     UnknownConnection,
     UsageError,
     VaultLocked,
@@ -812,12 +813,16 @@ class BrokerService:
         says so until `connect` succeeds. Each request's token comes from
         `token_for` (checked each time; audited once per token the session uses).
         Past the limit of sessions (`serve --max-proxy-sessions`), `TooManySessions`
-        before the 101; the place is taken after the authorization's waits."""
+        before the 101: checked before the authorization too (a person is not asked
+        to approve a session the limit refuses), and the place is taken after its waits."""
         server_url = self._require(name).server_url
+        sessions = self.proxy_sessions
+        if sessions.count >= sessions.max_sessions:
+            raise TooManySessions(sessions.max_sessions)
         granted = self.grants.decide(client.key, name) if client.key else None
         if not (granted or (granted is None and self.policy == "allow")):
             await self._authorize(name, client, on_hold)
-        release = self.proxy_sessions.reserve()
+        release = sessions.reserve()  # checked again: others may have taken places during the waits
         return Takeover(
             UPGRADE, lambda sock: self.proxy_sessions.run(name, server_url, client, sock, release), abandon=release
         )
