@@ -33,6 +33,7 @@ __all__ = [
     "check_scopes",
     "after_login",
     "after_refused_login",
+    "logins_given_up",
     "next_request",
     "on_challenge",
     "union",
@@ -70,6 +71,15 @@ class StepUp:
         """Logins that did not earn the missing scopes (the most for any of them)."""
         counts = dict(self.tries)
         return max((counts.get(s, 0) for s in self.missing), default=0)
+
+    @property
+    def logins_left(self) -> int:
+        """Logins that may still not earn the missing scopes before the broker
+        stops asking: the most any scope not yet refused has left. A scope
+        refused in an earlier challenge and named again has none left, and its
+        earlier logins are not this step-up's."""
+        counts = dict(self.tries)
+        return max((MAX_ATTEMPTS - counts.get(s, 0) for s in self.missing if s not in self.refused), default=0)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -182,6 +192,15 @@ def after_refused_login(current: StepUp | None) -> StepUp | None:
         return None
     after = after_login(replace(current, held=False), ())
     return replace(after, held=current.held) if after is not None else None
+
+
+def logins_given_up(before: StepUp, after: StepUp) -> int:
+    """Logins that did not earn the scopes the login from `before` to `after`
+    gave up on: those it refused, not those refused in an earlier challenge
+    (asked for again, they count more logins than this step-up had)."""
+    counts = dict(after.tries)
+    refused_now = [s for s in after.refused if s not in before.refused]
+    return max((counts.get(s, 0) for s in refused_now), default=after.attempts)
 
 
 def next_request(step: StepUp | None, scopes: tuple[str, ...]) -> tuple[str, ...]:

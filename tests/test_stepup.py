@@ -24,6 +24,7 @@ from broker.stepup import (
     after_login,
     after_refused_login,
     check_scopes,
+    logins_given_up,
     next_request,
     on_challenge,
 )
@@ -253,6 +254,62 @@ def test_a_refused_login_of_a_connection_removed_meanwhile_reports_the_refusal(s
     assert any("gone" in r.getMessage() and "step-up" in r.getMessage() for r in caplog.records), caplog.records
 
 
+def test_refused_logins_count_in_their_messages_only_the_scopes_of_this_step_up(sdk_as, user_dirs, tmp_path):
+    # mcp:write was given up in an earlier step-up; a challenge names it again with
+    # mcp:new. Each refused login counts both, but the logins left and the give-up's
+    # count are mcp:new's: mcp:write's earlier logins are not this step-up's.
+    import os
+    import subprocess
+
+    from broker.driver.engine import Engine
+    from broker.driver.transport import Transport
+    from broker.errors import OAuthError
+    from broker.storage.keystore import FileKeyStore
+    from broker.storage.paths import Paths
+    from broker.storage.store import Store
+
+    from .servers.fixtures import BROWSER_SCRIPT
+
+    env = {**os.environ, "BROWSER_LOG": str(tmp_path / "browser.log")}
+
+    def opener(url: str) -> bool:
+        subprocess.run([BROWSER_SCRIPT, url], env=env, check=True, timeout=30)
+        return True
+
+    async def main() -> list[str]:
+        store = Store(Paths.default(), lambda: FileKeyStore(tmp_path / "key"))
+        engine = Engine(store, Transport(), opener=opener, flow_timeout=30)
+        try:
+            await engine.add("mixed", sdk_as.url)
+            await engine.connect("mixed")
+
+            def challenge(txn):
+                current, _ = txn.get("mixed")
+                step: StepUp | None = on_challenge(None, ("mcp:write",), (), asked=current.scopes)
+                for _ in range(MAX_ATTEMPTS):
+                    step = after_login(step, ())
+                assert step is not None and step.given_up
+                step = on_challenge(step, ("mcp:write", "mcp:new"), (), asked=current.scopes)
+                assert step.pending and step.refused == ("mcp:write",)
+                scopes = (*current.scopes, "mcp:write", "mcp:new")
+                txn.settings["mixed"] = replace(current, step_up=step, scopes=scopes)
+
+            await engine.store.update(challenge, secrets=False)
+            messages = []
+            for _ in range(MAX_ATTEMPTS):
+                with pytest.raises(OAuthError) as refused:
+                    await engine.connect("mixed")
+                assert refused.value.error == "invalid_scope"
+                messages.append(str(refused.value))
+            return messages
+        finally:
+            await engine.transport.aclose()
+
+    first, last = anyio.run(main)
+    assert "if 1 more login(s) do not get it, it stops asking" in first, first
+    assert f"no longer asks for mcp:write mcp:new (not granted in {MAX_ATTEMPTS} logins)" in last, last
+
+
 def test_logins_that_succeed_without_the_scope_give_up_back_to_the_earlier_scopes(cli, stack, service):
     _, mcp = stack
     _connected(cli, mcp.url, "og")
@@ -392,6 +449,32 @@ def test_a_given_up_step_up_asks_for_the_earlier_scopes_however_it_ended():
     # A step-up in progress keeps what was asked before it began.
     assert on_challenge(widened, ("mcp:y",), ("mcp:read",), asked=("mcp:read", "mcp:x")).before == ()
     assert next_request(None, ("a",)) == ("a",) and next_request(widened, ("a", "mcp:x")) == ("a", "mcp:x")
+
+
+def test_logins_left_and_given_up_count_only_the_scopes_this_step_up_still_asks_for():
+    # A challenged once, one login without it; then A and B: a refused login refuses A
+    # (its second), B has one login left, not none.
+    step: StepUp | None = after_login(on_challenge(None, ("A",), ()), ())
+    assert step is not None and step.logins_left == MAX_ATTEMPTS - 1
+    step = after_refused_login(on_challenge(step, ("A", "B"), ()))
+    assert step is not None and step.refused == ("A",) and step.pending
+    assert step.attempts == MAX_ATTEMPTS and step.logins_left == MAX_ATTEMPTS - 1
+    # A given up in an earlier step-up, named again with B: B's logins, not A's.
+    step = on_challenge(None, ("A",), ())
+    for _ in range(MAX_ATTEMPTS):
+        step = after_login(step, ())
+    mixed = on_challenge(step, ("A", "B"), ())
+    assert mixed.pending and mixed.logins_left == MAX_ATTEMPTS
+    once = after_refused_login(mixed)
+    assert once is not None and once.attempts == MAX_ATTEMPTS + 1 and once.logins_left == MAX_ATTEMPTS - 1
+    done = after_refused_login(once)
+    assert done is not None and done.given_up and done.logins_left == 0
+    assert done.attempts == MAX_ATTEMPTS + 2 and logins_given_up(once, done) == MAX_ATTEMPTS
+    # A step-up with nothing refused before: the count is its own.
+    fresh = after_refused_login(on_challenge(None, ("C",), ()))
+    assert fresh is not None and fresh.logins_left == MAX_ATTEMPTS - 1
+    last = after_refused_login(fresh)
+    assert last is not None and last.given_up and logins_given_up(fresh, last) == MAX_ATTEMPTS
 
 
 def test_a_step_up_recorded_without_the_earlier_scopes_drops_the_refused_ones_when_given_up():

@@ -68,7 +68,7 @@ from ..oauth.tokens import TokenSet, parse_token_response, refresh_request
 from ..oauth.urls import canonical_server_url
 from ..secret import Secret
 from ..service.adoption import adoption_body, read_adoption
-from ..stepup import MAX_ATTEMPTS, after_login, after_refused_login, next_request
+from ..stepup import MAX_ATTEMPTS, after_login, after_refused_login, logins_given_up, next_request
 from ..storage.atomic import off_loop
 from ..storage.store import Store, Transaction
 from ..storage.views import connection_rows, detail_view
@@ -439,10 +439,10 @@ class Engine:
             missing = " ".join(step.missing)
             if after is not None and after.given_up:
                 return (
-                    f"{name} no longer asks for {missing} (not granted in {after.attempts} logins); "
+                    f"{name} no longer asks for {missing} (not granted in {logins_given_up(step, after)} logins); "
                     "connect again to log in with the scopes it asked for before"
                 )
-            left = MAX_ATTEMPTS - (after.attempts if after is not None else 0)
+            left = after.logins_left if after is not None else MAX_ATTEMPTS
             return f"{name} asked for {missing} (a step-up); if {left} more login(s) do not get it, it stops asking"
 
         try:
