@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 import socket
 import sys
-import time
 
 import pytest
 
@@ -25,6 +24,8 @@ from broker.service.proxy_session import MAX_SESSIONS
 
 from .conftest import start_service
 from .helpers.stdio_proxy import INITIALIZE, StdioProxy
+from .test_proxy_hosted import _connected as connected
+from .test_proxy_hosted import _sessions, _until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,22 +36,7 @@ UPGRADE_REQUEST = (
 
 
 def _connected(cli, stack, name: str) -> None:
-    _, mcp = stack
-    assert cli("add", name, mcp.url).returncode == 0
-    r = cli("connect", name)
-    assert r.returncode == 0, r.stderr
-
-
-def _sessions(service) -> int:
-    return int(BrokerClient(str(service.socket_path)).health()["proxy_sessions"])
-
-
-def _until(condition, what: str, limit: float = 30.0) -> None:
-    """A bounded wait for something the broker does on its own (not a timing assertion)."""
-    deadline = time.monotonic() + limit
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
+    connected(cli, stack[1], name)
 
 
 def _hosted(cli) -> StdioProxy:
