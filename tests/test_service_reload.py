@@ -60,3 +60,17 @@ def test_a_vault_written_directly_is_picked_up_with_the_connection(cli, stack, t
         assert view["status"] == "connected"
     finally:
         assert running.stop() == 0, running.log
+
+
+def test_the_list_picks_up_a_connection_added_directly(cli, stack, tmp_path):
+    _, mcp = stack
+    running = start_service(cli)
+    try:
+        assert BrokerClient(str(running.socket_path)).request("GET", "/v1/connections")["connections"] == []
+        assert cli("add", "listed", mcp.url, env=_direct(cli, tmp_path)).returncode == 0
+        # `list` names no connection: it reloads too, rather than showing nothing until a restart.
+        listed = cli("list", "--json")
+        assert listed.returncode == 0, listed.stderr
+        assert [c["name"] for c in listed.json()["connections"]] == ["listed"]
+    finally:
+        assert running.stop() == 0, running.log

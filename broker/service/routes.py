@@ -84,6 +84,7 @@ async def _route(service: BrokerService, request: ApiRequest) -> tuple[int, Any]
             if request.method == "POST":
                 return 201, await service.add(_body(request))
             _method(request, "GET")
+            await service.reload_if_changed()  # a CLI that found no socket may have added one (one stat)
             return 200, {"connections": service.views(), "orphaned": service.orphans()}
         case ("connections", name):
             if request.method == "DELETE":

@@ -400,7 +400,7 @@ class BrokerService:
         return st.st_mtime_ns, st.st_size, st.st_ino
 
     async def reload_if_changed(self) -> bool:
-        """After a request named a connection this service does not know:
+        """After a request named a connection this service does not know, or listed them:
         reload both files once if connections.json changed since they were
         read (a CLI that found no socket wrote them itself). True if it did."""
         if await off_loop(self._connections_signature) == self._files_seen:
