@@ -26,7 +26,15 @@ import contextlib
 import anyio
 import httpx2
 
-__all__ = ["DRAIN_BYTES", "DRAIN_SECONDS", "Drains"]
+__all__ = ["DRAIN_BYTES", "DRAIN_SECONDS", "IDLE_EXPIRY", "LIMITS", "Drains"]
+
+#: Seconds a kept connection may sit idle before the proxy drops it itself. Below
+#: the 5 s after which uvicorn (and many servers) close an idle connection: at
+#: httpx2's default of 5 s, a call after about 5 s of quiet could go out on a
+#: connection the server was closing that instant and fail ("cannot reach …
+#: (readError)"). 4 s, as undici (node's fetch) keeps them.
+IDLE_EXPIRY = 4.0
+LIMITS = httpx2.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=IDLE_EXPIRY)
 
 #: At most this long, and this much, is read from a stream being closed.
 DRAIN_SECONDS = 0.5

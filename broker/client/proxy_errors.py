@@ -30,7 +30,7 @@ import mcp_types
 from mcp.shared.message import SessionMessage
 
 from ..errors import BrokerError, ServiceUnavailable
-from .keepalive import Drains
+from .keepalive import LIMITS, Drains
 
 __all__ = ["NOT_RUNNING", "GuardedClient", "Reporter", "describe", "error_answer", "invalid_input_answer"]
 
@@ -110,6 +110,7 @@ class GuardedClient(httpx2.AsyncClient):
     dying (an exception in its task group ends the whole proxy)."""
 
     def __init__(self, *, connection: str, reporter: Reporter, **kwargs: Any) -> None:
+        kwargs.setdefault("limits", LIMITS)  # idle connections dropped before servers close them
         super().__init__(**kwargs)
         self._connection = connection
         self._reporter = reporter
